@@ -17,7 +17,8 @@ export type RingErrorCode =
   | 'bad-address' // a descriptor or table outside guest memory
   | 'bad-head' // split: avail ring entry >= queue size
   | 'avail-overrun' // split: avail idx moved more than the ring size ahead
-  | 'bad-id' // packed: buffer id >= queue size
+  | 'bad-id' // packed: buffer id >= queue size, or an id the device already has in flight
+  | 'partial-chain' // packed: NEXT set but the following descriptor is not available for the current wrap
   | 'used-overflow' // device: push with no chain outstanding / unknown id
   | 'too-long'; // total chain length >= 2^32
 
