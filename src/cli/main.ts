@@ -1,0 +1,43 @@
+import { Command } from 'commander';
+
+/**
+ * The `vhostsim` command. Subcommands load their modules lazily so `vhostsim --help`
+ * stays quick and one broken area does not take the others down.
+ */
+export function buildCli(): Command {
+  const program = new Command('vhostsim')
+    .description('Simulator and reference model of virtio rings and the vhost-user protocol')
+    .showHelpAfterError();
+
+  const demo = program.command('demo').description('show ring internals step by step');
+  demo
+    .command('rings')
+    .description('a split and a packed ring driven through one full wrap, shown after every step')
+    .option('--size <n>', 'queue size (split: power of two)', '4')
+    .option('--no-color', 'plain output')
+    .action(async (opts: { size: string; color: boolean }) => {
+      const { runRingDemo } = await import('./demo-rings.ts');
+      process.stdout.write(runRingDemo({ size: Number(opts.size), color: opts.color && process.stdout.isTTY === true }));
+    });
+
+  const trace = program.command('trace').description('read vhost-user traces (JSON Lines)');
+  trace
+    .command('decode <file>')
+    .description('print every message of a trace, named and decoded')
+    .action(async (file: string) => {
+      const { traceDecode } = await import('./trace-decode.ts');
+      for (const line of traceDecode(file)) process.stdout.write(line + '\n');
+    });
+
+  return program;
+}
+
+const isMain = import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/src/cli/main.ts');
+if (isMain) {
+  buildCli()
+    .parseAsync(process.argv)
+    .catch((e: unknown) => {
+      process.stderr.write(`vhostsim: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exit(1);
+    });
+}
