@@ -29,6 +29,20 @@ export function buildCli(): Command {
       for (const line of traceDecode(file)) process.stdout.write(line + '\n');
     });
 
+  trace
+    .command('replay <file>')
+    .description("feed one side of a real capture to a model endpoint and report where the model's messages differ")
+    .requiredOption('--as <side>', 'which side the model plays: backend or frontend')
+    .option('--profile <name>', 'model profile (backend: dpdk-22.11; frontend: virtio-user-22.11)')
+    .option('-v, --verbose', 'also list matching messages')
+    .action(async (file: string, opts: { as: string; profile?: string; verbose?: boolean }) => {
+      if (opts.as !== 'backend' && opts.as !== 'frontend') throw new Error(`--as must be backend or frontend, not '${opts.as}'`);
+      const { traceReplay } = await import('./trace-replay.ts');
+      const { report, lines } = traceReplay(file, { as: opts.as, profile: opts.profile, verbose: opts.verbose });
+      for (const line of lines) process.stdout.write(line + '\n');
+      if (report.diverged) process.exitCode = 2;
+    });
+
   return program;
 }
 
