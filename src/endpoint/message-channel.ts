@@ -1,6 +1,6 @@
 import type { Channel } from '../transport/channel.ts';
 import type { AnyFd } from '../transport/fd.ts';
-import type { TransportError } from '../transport/errors.ts';
+import { TransportError } from '../transport/errors.ts';
 import { encode, type Message, type EncodeOptions } from '../protocol/codec.ts';
 import { MessageDecoder, type DecodedMessage } from '../protocol/decoder.ts';
 import { ProtocolError } from '../protocol/errors.ts';
@@ -62,7 +62,7 @@ export class MessageChannel {
 
   /** Encodes and sends one message; a transport failure (peer gone) is returned, not thrown. */
   send(msg: Message<AnyFd>, opts: EncodeOptions = {}): TransportError | ProtocolError | undefined {
-    if (this.closed) return undefined;
+    if (this.closed) return new TransportError(this.channel.closed ? 'EBADF' : 'EPIPE', 'the connection is closed');
     let encoded;
     try {
       encoded = encode(msg, { space: this.opts.space ?? 'frontend', ...opts });
@@ -70,8 +70,10 @@ export class MessageChannel {
       if (e instanceof ProtocolError) return e;
       throw e;
     }
-    this.opts.recorder?.message(this.opts.role === 'frontend' ? 'f2b' : 'b2f', encoded.bytes, encoded.fds.length);
-    return this.channel.send(encoded.bytes, encoded.fds);
+    const failed = this.channel.send(encoded.bytes, encoded.fds);
+    // only what the transport accepted went on the wire, so only that is traced
+    if (failed === undefined) this.opts.recorder?.message(this.opts.role === 'frontend' ? 'f2b' : 'b2f', encoded.bytes, encoded.fds.length);
+    return failed;
   }
 
   close(): void {
@@ -97,6 +99,8 @@ export class MessageChannel {
       if (!(e instanceof ProtocolError)) throw e;
       this.dead = true;
       this.handlers?.fatal(e);
+      // the framing is lost: drop the connection so the peer sees it, as a real reader does
+      this.channel.close();
     }
   }
 }
