@@ -111,3 +111,12 @@ describe('checkMessage', () => {
     expect(c.spec?.name).toBe('SET_VRING_CALL');
   });
 });
+
+describe('reply shapes that share a size', () => {
+  it('accepts a plain ack to SET_DEVICE_STATE_FD although its 8-byte result form would need an fd', () => {
+    const ack = encode(makeAck({ request: R.SET_DEVICE_STATE_FD, flags: 0x9 }, false));
+    const header = { request: R.SET_DEVICE_STATE_FD, flags: 0x5, size: 8 };
+    const check = checkMessage(header, ack.bytes.subarray(12), 0);
+    expect(check.error).toBeUndefined();
+  });
+});

@@ -88,26 +88,33 @@ export function checkMessage(header: MessageHeader, payload: Uint8Array, nfds: n
   const spec = lookupRequest(req, space);
   if (!spec) return fail(new ProtocolError('unknown-request', `unknown ${space} request ${req}`, req));
   const forms = formsFor(spec, header.flags);
-  const form = forms.find((f) => payloadSizeFits(f.kind, payload.length));
-  if (!form) {
+  const fitting = forms.filter((f) => payloadSizeFits(f.kind, payload.length));
+  if (fitting.length === 0) {
     const want = forms.map((f) => f.kind).join(' or ');
     return fail(new ProtocolError('size-mismatch', `${spec.name}: size ${payload.length} fits no ${want} payload`, req), spec);
   }
-  let decoded: Payload;
-  try {
-    decoded = decodePayload(form.kind, payload);
-  } catch (e) {
-    if (e instanceof ProtocolError) {
-      return fail(new ProtocolError(e.code, `${spec.name}: ${e.message}`, req), spec, form);
+  // Several reply shapes can share a size (an 8-byte ack and an 8-byte result, say): the
+  // message is valid if any of them decodes with the fds it carries; the first failure
+  // is the one reported.
+  let firstFailure: MessageCheck | undefined;
+  for (const form of fitting) {
+    let decoded: Payload;
+    try {
+      decoded = decodePayload(form.kind, payload);
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      firstFailure ??= fail(new ProtocolError(e.code, `${spec.name}: ${e.message}`, req), spec, form);
+      continue;
     }
-    throw e;
+    const { min, max } = expectedFdCount(form.fds, decoded);
+    if (nfds < min || nfds > max) {
+      const want = min === max ? String(min) : `${min}..${max}`;
+      firstFailure ??= fail(new ProtocolError('fd-count', `${spec.name}: expected ${want} fds, received ${nfds}`, req), spec, form);
+      continue;
+    }
+    return { spec, form, decoded };
   }
-  const { min, max } = expectedFdCount(form.fds, decoded);
-  if (nfds < min || nfds > max) {
-    const want = min === max ? String(min) : `${min}..${max}`;
-    return fail(new ProtocolError('fd-count', `${spec.name}: expected ${want} fds, received ${nfds}`, req), spec, form);
-  }
-  return { spec, form, decoded };
+  return firstFailure!;
 }
 
 function isTyped(p: Payload | Uint8Array | undefined): p is Payload {
