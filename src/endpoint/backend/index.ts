@@ -35,7 +35,9 @@ export {
   type HandleResult,
   type Lifecycle,
   type VringView,
+  type VringInflight,
 } from './vhost-device.ts';
+export { InflightTracker } from './inflight-tracker.ts';
 export { DpdkMessageReader, type ReadResult } from './reader.ts';
 export { DpdkBackend, type DpdkBackendConfig, type BackendState } from './backend.ts';
 export {

@@ -54,6 +54,8 @@ import {
   initInflightRegion,
   InflightPackedView,
   InflightSplitView,
+  type InflightCheck,
+  type InflightView,
 } from './inflight.ts';
 import { IOTLB_INVALIDATE, IOTLB_MISS, IOTLB_UPDATE } from './iotlb.ts';
 
@@ -102,6 +104,20 @@ export interface VringView {
   pop(chain: DescriptorChain): boolean;
   /** Flushes used entries and writes the call eventfd if the ring says to notify. True when signalled. */
   notify(): boolean;
+  /**
+   * The vring's inflight area (SET_INFLIGHT_FD with INFLIGHT_SHMFD negotiated), for data paths
+   * that track inflight I/O (`rte_vhost_get_vhost_ring_inflight`); undefined otherwise.
+   */
+  readonly inflight?: VringInflight;
+}
+
+/** What `rte_vhost_get_vhost_ring_inflight` hands the application. */
+export interface VringInflight {
+  readonly view: InflightView;
+  /** `vq->resubmit_inflight`: what the first kick found still inflight; taken once. */
+  takeResubmit(): InflightCheck | undefined;
+  /** `vq->global_counter++`. */
+  nextCounter(): bigint;
 }
 
 type Result = { type: 'ok' } | { type: 'err' } | { type: 'reply'; payload?: Payload | Uint8Array; fds?: AnyFd[] };
@@ -247,6 +263,23 @@ export class VhostUserDevice {
       kick: asEventFd(vq.kick),
       call: asEventFd(vq.call),
       enabled: vq.enabled,
+      ...(vq.inflight !== undefined && hasProtocolFeature(this.protocolFeatures, PF.INFLIGHT_SHMFD)
+        ? {
+            inflight: {
+              view: vq.inflight,
+              takeResubmit(): InflightCheck | undefined {
+                const r = vq.resubmit;
+                vq.resubmit = undefined;
+                return r;
+              },
+              nextCounter(): bigint {
+                const c = vq.globalCounter;
+                vq.globalCounter = c + 1n;
+                return c;
+              },
+            },
+          }
+        : {}),
       pop(chain: DescriptorChain): boolean {
         if (vq.device !== device) return false;
         try {

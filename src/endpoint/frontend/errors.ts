@@ -27,6 +27,8 @@ export type FrontendErrorCode =
   | 'queue-num'
   /** QEMU: IOMMU_PLATFORM offered without SLAVE_REQ + REPLY_ACK. */
   | 'iommu'
+  /** QEMU (inflight on): GET_INFLIGHT_FD answered without the memfd. */
+  | 'inflight'
   /** virtio-user: the device did not keep FEATURES_OK. */
   | 'features-ok'
   /** SET_VRING_ENABLE without VHOST_USER_F_PROTOCOL_FEATURES (QEMU -EINVAL). */

@@ -20,6 +20,8 @@ export interface ReplySpec {
   readonly request: number;
   /** Exact payload size required; absent when the reader does not check it (QEMU's ack reads). */
   readonly size?: number;
+  /** Hand the reply's fds to the sequence instead of closing them (GET_INFLIGHT_FD's memfd). */
+  readonly keepFds?: boolean;
 }
 
 /** One message to send, and whether (and how) its reply is read. */
@@ -40,6 +42,8 @@ export interface Reply {
   readonly request: number;
   readonly flags: number;
   readonly payload: Uint8Array;
+  /** Received fds, only when the read asked to keep them. */
+  readonly fds?: readonly AnyFd[];
 }
 
 /** A profile sequence: yields effects, gets each one's outcome, returns its result. */
@@ -243,13 +247,14 @@ export class Conversation implements SequenceIo {
   private tryRead(spec: ReplySpec): OpResult | undefined {
     const m = this.inbound.shift();
     if (m !== undefined) {
-      // A reply never carries fds for the requests these front-ends wait on; close any.
-      for (const fd of m.fds) fd.close();
+      // Only GET_INFLIGHT_FD's reply carries an fd the front-end keeps; any other is closed.
       const err = checkReply(m, spec);
+      if (spec.keepFds !== true || err !== undefined) for (const fd of m.fds) fd.close();
       if (err !== undefined) {
         for (const l of this.replyErrorListeners) l(err);
         return { ok: false, error: err };
       }
+      if (spec.keepFds === true) return { ok: true, reply: { request: m.header.request, flags: m.header.flags, payload: m.payload, fds: m.fds } };
       return { ok: true, reply: { request: m.header.request, flags: m.header.flags, payload: m.payload } };
     }
     if (this.localClosed) {

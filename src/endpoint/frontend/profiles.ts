@@ -220,6 +220,11 @@ export interface QemuDeviceConfig {
   readonly queueSize: number;
   /** `packed=on`. */
   readonly packed: boolean;
+  /**
+   * Inflight I/O tracking as device models that call `vhost_dev_get_inflight` do
+   * (vhost-user-blk, vhost-user-scsi); virtio-net never does, hence off by default.
+   */
+  readonly inflight?: boolean;
 }
 
 /**

@@ -10,7 +10,7 @@
  * SET_MEM_TABLE, GET_QUEUE_NUM, …) only go out for vq_index 0; SET_STATUS never waits for an
  * ack; `vhost_user_add_status` reads the status and only writes it when bits are missing.
  */
-import { FrontendRequest as FR, ProtocolFeature, hasProtocolFeature, makeRequest, type Message, type VhostUserRegion } from '../../protocol/index.ts';
+import { FrontendRequest as FR, ProtocolFeature, decodePayload, hasProtocolFeature, makeRequest, type Message, type VhostUserRegion } from '../../protocol/index.ts';
 import type { AnyFd, EventFd, MemFd } from '../../transport/index.ts';
 import { DeviceStatus as S, VirtioFeature as F, hasFeature } from '../../virtio/index.ts';
 import { FrontendError } from './errors.ts';
@@ -62,6 +62,20 @@ export interface QemuState {
   linkUp: boolean;
   /** The VM runs (false after quit). */
   vmRunning: boolean;
+  /**
+   * `struct vhost_inflight` of the device model (with `cfg.inflight`): filled by the first
+   * GET_INFLIGHT_FD and kept for the front-end's lifetime, across back-end reconnects.
+   */
+  inflight?: QemuInflight;
+}
+
+/** The inflight area QEMU keeps: the back-end's memfd and the sizes it replied with. */
+export interface QemuInflight {
+  readonly fd: MemFd;
+  readonly mmapSize: bigint;
+  readonly mmapOffset: bigint;
+  readonly numQueues: number;
+  readonly queueSize: number;
 }
 
 /** virtio_reset: indices 0, both packed wrap counters set. */
@@ -380,6 +394,47 @@ function* devStop(st: QemuState, env: QemuEnv, dev: QemuVhostDev, last: boolean)
   dev.started = false;
 }
 
+/**
+ * What vhost_user_blk_start does before vhost_dev_start (hw/block/vhost-user-blk.c, QEMU 7.2):
+ * vhost_dev_prepare_inflight (SET_FEATURES, so the back-end knows split vs packed), then
+ * vhost_dev_get_inflight only while `s->inflight->addr` is unset, then vhost_dev_set_inflight
+ * on every start. hw/virtio/vhost-user.c: both are no-ops without INFLIGHT_SHMFD; GET sends
+ * num_queues = dev->nvqs and the queue size and takes the reply's fd; a zero mmap_size leaves
+ * the area unset; SET passes the kept fd, without waiting for a reply.
+ */
+function* prepareInflight(st: QemuState, env: QemuEnv, dev: QemuVhostDev): Sequence<FrontendError | undefined> {
+  if (st.cfg.inflight !== true || !hasProtocolFeature(dev.protocolFeatures, ProtocolFeature.INFLIGHT_SHMFD)) return undefined;
+  const f = yield send(makeRequest(FR.SET_FEATURES, { kind: 'features', features: dev.ackedFeatures | dev.backendFeatures }));
+  if (!f.ok) return f.error;
+  if (st.inflight === undefined) {
+    const numQueues = 2 * st.cfg.queuePairs;
+    const r = yield send(makeRequest(FR.GET_INFLIGHT_FD, { kind: 'inflight', mmapSize: 0n, mmapOffset: 0n, numQueues, queueSize: st.cfg.queueSize }), {
+      request: FR.GET_INFLIGHT_FD,
+      size: 24,
+      keepFds: true,
+    });
+    if (!r.ok) return logged(env, r.error, 'Error getting inflight');
+    const fds = r.reply!.fds ?? [];
+    const p = decodePayload('inflight', r.reply!.payload);
+    if (p.kind !== 'inflight') throw new Error('unreachable');
+    const fd = fds[0];
+    if (p.mmapSize !== 0n) {
+      if (fds.length !== 1 || fd === undefined || !('buffer' in fd)) {
+        for (const x of fds) if (!x.closed) x.close();
+        return logged(env, new FrontendError('inflight', 'GET_INFLIGHT_FD reply without a memfd', FR.GET_INFLIGHT_FD), 'Error getting inflight');
+      }
+      st.inflight = { fd: fd as MemFd, mmapSize: p.mmapSize, mmapOffset: p.mmapOffset, numQueues, queueSize: st.cfg.queueSize };
+    } else for (const x of fds) if (!x.closed) x.close();
+  }
+  const inf = st.inflight;
+  if (inf === undefined) return undefined;
+  const s = yield send(
+    makeRequest(FR.SET_INFLIGHT_FD, { kind: 'inflight', mmapSize: inf.mmapSize, mmapOffset: inf.mmapOffset, numQueues: inf.numQueues, queueSize: inf.queueSize }, { fds: [inf.fd] }),
+  );
+  if (!s.ok) return logged(env, s.error, 'Error setting inflight');
+  return undefined;
+}
+
 /** vhost_net_start: per pair, the remembered enable first (QEMU ≥ 7.2 order), then the device. */
 function* netStart(st: QemuState, env: QemuEnv): Sequence<FrontendError | undefined> {
   const devs = st.devs!;
@@ -387,6 +442,8 @@ function* netStart(st: QemuState, env: QemuEnv): Sequence<FrontendError | undefi
   for (let p = 0; p < n; p++) {
     let e: FrontendError | undefined;
     if (st.vringEnable[p]) e = yield* setVringEnable(st, p, true);
+    // One inflight area for the whole device, set before the first ring is configured.
+    if (e === undefined && p === 0) e = yield* prepareInflight(st, env, devs[p]);
     if (e === undefined) e = yield* devStart(st, env, devs[p], p === n - 1);
     if (e !== undefined) {
       for (let q = p - 1; q >= 0; q--) yield* devStop(st, env, devs[q], false);

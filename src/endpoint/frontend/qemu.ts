@@ -41,6 +41,7 @@ import {
   setVringEnable,
   vhostUserStart,
   type QemuEnv,
+  type QemuInflight,
   type QemuState,
 } from './qemu-seq.ts';
 import type { Sequence } from './handshake.ts';
@@ -59,6 +60,11 @@ export interface QemuFrontendOptions {
   readonly queueSize?: number;
   /** virtio-net-pci `packed=on`. */
   readonly packed?: boolean;
+  /**
+   * Use inflight I/O tracking as a vhost-user-blk-like device model does (GET_INFLIGHT_FD
+   * once, SET_INFLIGHT_FD on every start). Default false: virtio-net never does.
+   */
+  readonly inflight?: boolean;
   /** Default 'virtio-net' (a Linux guest); 'ipxe' reproduces the reference runs; 'virtio-pmd' is DPDK in the guest. */
   readonly guestDriver?: GuestDriverName | GuestDriverProfile;
   /** Guest RAM (default 128 MiB, as in the reference runs). */
@@ -113,7 +119,7 @@ export class QemuFrontend extends FrontendBase {
 
   constructor(opts: QemuFrontendOptions) {
     super({ ns: opts.ns, path: opts.path, recorder: opts.recorder, maxPayload: QEMU_7_2_MAX_REPLY_PAYLOAD });
-    this.cfg = { queuePairs: opts.queuePairs ?? 1, queueSize: opts.queueSize ?? DEFAULT_QUEUE_SIZE, packed: opts.packed ?? false };
+    this.cfg = { queuePairs: opts.queuePairs ?? 1, queueSize: opts.queueSize ?? DEFAULT_QUEUE_SIZE, packed: opts.packed ?? false, ...(opts.inflight === true ? { inflight: true } : {}) };
     const d = opts.guestDriver ?? 'virtio-net';
     this.driver = typeof d === 'string' ? GUEST_DRIVERS[d] : d;
     this.chardev = opts.chardev ?? { mode: 'server' };
@@ -144,6 +150,11 @@ export class QemuFrontend extends FrontendBase {
   /** The acked features saved when the last connection closed. */
   get savedAckedFeatures(): bigint {
     return this.state.savedAcked;
+  }
+
+  /** The inflight area kept since the first GET_INFLIGHT_FD (inflight on), across reconnects. */
+  get inflightArea(): QemuInflight | undefined {
+    return this.state.inflight;
   }
 
   get protocolFeatures(): bigint {
@@ -227,6 +238,8 @@ export class QemuFrontend extends FrontendBase {
       n.err.close();
     }
     this.notifiers.clear();
+    const inf = this.state.inflight;
+    if (inf !== undefined && !inf.fd.closed) inf.fd.close();
     this.guest.dispose();
   }
 
