@@ -3,8 +3,8 @@ import { RingError, type RingErrorCode } from '../errors.ts';
 import { needEvent } from '../event.ts';
 import type { DescriptorChain, RingFeatures } from '../types.ts';
 import * as L from './layout.ts';
-import { checkSplitSize, splitAreaSizes, type SplitLayout } from './layout.ts';
-import { areaViews } from './views.ts';
+import type { SplitLayout } from './layout.ts';
+import { SplitRingParts } from './views.ts';
 
 // Hot loops read module-local constants: under a CommonJS transform (tsx) an imported
 // binding is a getter call on every use.
@@ -52,30 +52,9 @@ const U32_LIMIT = 0x1_0000_0000;
  * popped before it are unaffected. The chain container's contents are unspecified
  * after an error.
  */
-export class SplitDevice {
-  readonly size: number;
-  private readonly mask: number;
-  private readonly eventIdx: boolean;
-  private readonly inOrder: boolean;
-  private readonly indirectOk: boolean;
+export class SplitDevice extends SplitRingParts {
   private readonly notifyFirstFlush: boolean;
   private readonly maxChain: number;
-
-  private readonly dU16: Uint16Array;
-  private readonly dU32: Uint32Array;
-  private readonly d16: number;
-  private readonly d32: number;
-  private readonly aU16: Uint16Array;
-  private readonly aFlags: number;
-  private readonly aIdx: number;
-  private readonly aRing: number;
-  private readonly aUsedEvent: number;
-  private readonly uU16: Uint16Array;
-  private readonly uU32: Uint32Array;
-  private readonly uFlags: number;
-  private readonly uIdx: number;
-  private readonly uRing: number;
-  private readonly uAvailEvent: number;
   private readonly usedGpa: number;
 
   private lastAvail = 0;
@@ -127,40 +106,12 @@ export class SplitDevice {
     opts?: SplitDeviceOptions,
     state?: Partial<SplitDeviceState>,
   ) {
-    checkSplitSize(layout.size);
+    super(mem, layout, features);
     const q = layout.size;
-    this.size = q;
-    this.mask = q - 1;
-    this.eventIdx = features.eventIdx;
-    this.inOrder = features.inOrder;
-    this.indirectOk = features.indirect;
     this.notifyFirstFlush = opts?.notifyFirstFlush ?? true;
     const maxChain = opts?.maxChain ?? q;
     if (!Number.isInteger(maxChain) || maxChain < 1) throw new RangeError(`maxChain ${maxChain} is not a positive integer`);
     this.maxChain = maxChain;
-    if (layout.desc % 16 !== 0 || layout.avail % 2 !== 0 || layout.used % 4 !== 0) {
-      throw new RangeError('split ring parts must be aligned 16 (desc), 2 (avail), 4 (used) (virtio 1.2 §2.7)');
-    }
-    // Translated once, as DPDK's translate_ring_addresses does; too short an area is refused here.
-    const sizes = splitAreaSizes(q, features.eventIdx);
-    const d = areaViews(mem, layout.desc, sizes.desc, 4, 'descriptor table');
-    const a = areaViews(mem, layout.avail, sizes.avail, 2, 'avail ring');
-    const u = areaViews(mem, layout.used, sizes.used, 4, 'used ring');
-    this.dU16 = d.u16;
-    this.dU32 = d.u32;
-    this.d16 = d.base16;
-    this.d32 = d.base32;
-    this.aU16 = a.u16;
-    this.aFlags = a.base16;
-    this.aIdx = a.base16 + 1;
-    this.aRing = a.base16 + 2;
-    this.aUsedEvent = a.base16 + 2 + q;
-    this.uU16 = u.u16;
-    this.uU32 = u.u32;
-    this.uFlags = u.base16;
-    this.uIdx = u.base16 + 1;
-    this.uRing = u.base32 + 1;
-    this.uAvailEvent = u.base16 + 2 + 4 * q;
     this.usedGpa = layout.used;
     this.hotRegion = mem.regions[0];
 

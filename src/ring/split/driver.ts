@@ -3,8 +3,8 @@ import { RingError, RingFullError } from '../errors.ts';
 import { needEvent } from '../event.ts';
 import type { RingFeatures, Segment, UsedBuffer } from '../types.ts';
 import * as L from './layout.ts';
-import { checkSplitSize, splitAreaSizes, type SplitLayout } from './layout.ts';
-import { areaViews, type AreaViews } from './views.ts';
+import { splitAreaSizes, type SplitLayout } from './layout.ts';
+import { areaViews, SplitRingParts, type AreaViews } from './views.ts';
 
 // Hot loops read module-local constants: under a CommonJS transform (tsx) an imported
 // binding is a getter call on every use.
@@ -49,31 +49,7 @@ type NotifyMode = (typeof NotifyMode)[keyof typeof NotifyMode];
  * The driver starts from the indices it finds in the ring (avail.idx, which must
  * equal used.idx: nothing in flight); a ring zeroed by `SplitDriver.init` starts at 0.
  */
-export class SplitDriver<T = unknown> {
-  readonly size: number;
-  private readonly mask: number;
-  private readonly eventIdx: boolean;
-  private readonly inOrder: boolean;
-  private readonly indirectOk: boolean;
-
-  private readonly dU16: Uint16Array;
-  private readonly dU32: Uint32Array;
-  private readonly d16: number;
-  private readonly d32: number;
-  private readonly aU16: Uint16Array;
-  /** u16 indices of avail.flags, avail.idx, avail.ring[0], used_event. */
-  private readonly aFlags: number;
-  private readonly aIdx: number;
-  private readonly aRing: number;
-  private readonly aUsedEvent: number;
-  private readonly uU16: Uint16Array;
-  private readonly uU32: Uint32Array;
-  private readonly uFlags: number;
-  private readonly uIdx: number;
-  /** u32 index of used.ring[0].id. */
-  private readonly uRing: number;
-  private readonly uAvailEvent: number;
-
+export class SplitDriver<T = unknown> extends SplitRingParts {
   private readonly ind: AreaViews | null;
   private readonly indPerBuffer: number;
 
@@ -115,40 +91,13 @@ export class SplitDriver<T = unknown> {
   }
 
   constructor(
-    private readonly mem: GuestMemory,
+    mem: GuestMemory,
     layout: SplitLayout,
     features: RingFeatures,
     opts?: SplitDriverOptions,
   ) {
-    checkSplitSize(layout.size);
+    super(mem, layout, features);
     const q = layout.size;
-    this.size = q;
-    this.mask = q - 1;
-    this.eventIdx = features.eventIdx;
-    this.inOrder = features.inOrder;
-    this.indirectOk = features.indirect;
-    if (layout.desc % 16 !== 0 || layout.avail % 2 !== 0 || layout.used % 4 !== 0) {
-      throw new RangeError('split ring parts must be aligned 16 (desc), 2 (avail), 4 (used) (virtio 1.2 §2.7)');
-    }
-    const sizes = splitAreaSizes(q, features.eventIdx);
-    const d = areaViews(mem, layout.desc, sizes.desc, 4, 'descriptor table');
-    const a = areaViews(mem, layout.avail, sizes.avail, 2, 'avail ring');
-    const u = areaViews(mem, layout.used, sizes.used, 4, 'used ring');
-    this.dU16 = d.u16;
-    this.dU32 = d.u32;
-    this.d16 = d.base16;
-    this.d32 = d.base32;
-    this.aU16 = a.u16;
-    this.aFlags = a.base16;
-    this.aIdx = a.base16 + 1;
-    this.aRing = a.base16 + 2;
-    this.aUsedEvent = a.base16 + 2 + q;
-    this.uU16 = u.u16;
-    this.uU32 = u.u32;
-    this.uFlags = u.base16;
-    this.uIdx = u.base16 + 1;
-    this.uRing = u.base32 + 1;
-    this.uAvailEvent = u.base16 + 2 + 4 * q;
 
     if (opts?.indirectArea !== undefined) {
       const { gpa, perBuffer } = opts.indirectArea;
