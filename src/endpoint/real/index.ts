@@ -7,3 +7,4 @@ export { RealModelBackend, type RealModelBackendConfig, type RealSession, type R
 export { NetDataPath, type DataPathOptions, type DataPathStats, type QueueCounters } from './data-path.ts';
 export { RealFdAdapters, RealBackedEventFd, RealBackedMemFd, RealTimeScheduler, realFdOf, epochSeconds } from './fd-adapter.ts';
 export { checkFrame, checkTxHeader, netHeaderLength, type FrameProblem, type FrameInfo } from './frames.ts';
+export * from './frontend/index.ts';
