@@ -43,6 +43,35 @@ export function buildCli(): Command {
       if (report.diverged) process.exitCode = 2;
     });
 
+  program
+    .command('run <scenario>')
+    .description('run one scenario in the model: expects, model invariants, protocol properties')
+    .option('--seed <n>', 'seed (overrides the scenario)')
+    .option('--json', 'print the result JSON')
+    .action(async (file: string, opts: { seed?: string; json?: boolean }) => {
+      const { runCommand } = await import('./run.ts');
+      const seed = opts.seed === undefined ? undefined : Number(opts.seed);
+      if (seed !== undefined && !(Number.isInteger(seed) && seed >= 0)) throw new Error(`--seed must be a non-negative integer, not '${opts.seed}'`);
+      const out = runCommand(file, { ...(seed !== undefined ? { seed } : {}), ...(opts.json ? { json: true } : {}) });
+      for (const line of out.lines) process.stdout.write(line + '\n');
+      process.exitCode = out.exitCode;
+    });
+
+  program
+    .command('plan <dir>')
+    .description('run every scenario of a test plan and print one row per case')
+    .option('--frontend <name>', 'front-end profile for every case (qemu-7.2, virtio-user-22.11)')
+    .option('--out <dir>', 'write each result JSON and trace JSONL here')
+    .action(async (dir: string, opts: { frontend?: string; out?: string }) => {
+      const { runPlan } = await import('./plan.ts');
+      const { FRONTENDS } = await import('../sim/scenario.ts');
+      if (opts.frontend !== undefined && !(FRONTENDS as readonly string[]).includes(opts.frontend)) throw new Error(`--frontend must be one of ${FRONTENDS.join(', ')}, not '${opts.frontend}'`);
+      const out = runPlan(dir, { ...(opts.frontend ? { frontend: opts.frontend as (typeof FRONTENDS)[number] } : {}), ...(opts.out ? { out: opts.out } : {}) });
+      process.stdout.write(out.table);
+      process.stdout.write(`${out.results.length} cases in ${out.wallSeconds.toFixed(2)} s wall time${out.written.length ? `; results and traces in ${opts.out}` : ''}\n`);
+      process.exitCode = out.exitCode;
+    });
+
   return program;
 }
 

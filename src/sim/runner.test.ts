@@ -1,0 +1,105 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runCommand } from '../cli/run.ts';
+import { runPlan } from '../cli/plan.ts';
+import { MODEL_INVARIANTS, PROTOCOL_PROPERTIES, overallVerdict, parseResult } from './results.ts';
+import { parseScenario, type ScenarioInput, type Step } from './scenario.ts';
+import { runScenario } from './runner.ts';
+import { parseTrace } from './trace.ts';
+
+const PLAN = new URL('../../models/testplans/pvp-reconnect/', import.meta.url).pathname;
+const CASE1 = join(PLAN, 'case01-pvp-split-reconnect-from-vhost-user.json');
+
+function pvp(steps: Step[], o: Partial<ScenarioInput> = {}) {
+  return parseScenario({ name: 't', seed: 5, ring: 'split', topology: 'pvp', vms: 1, queues: 1, queueSize: 256, frontend: 'qemu-7.2', backend: 'dpdk-22.11', guest: 'virtio-pmd', steps, ...o });
+}
+const UP: Step[] = [
+  { op: 'launch-backend' },
+  { op: 'start-forwarding', side: 'host', fwd: 'mac' },
+  { op: 'launch-vm', vm: 0 },
+  { op: 'start-forwarding', side: 'guest', vm: 0, fwd: 'mac' },
+];
+
+describe('runScenario', () => {
+  it('runs a PVP scenario end to end: expects, invariants, properties, port stats, trace', () => {
+    const s = pvp([...UP, { op: 'traffic', seconds: 0.1 }, { op: 'expect', what: 'traffic-flows' }]);
+    const { result, trace, traceText } = runScenario(s);
+    expect(parseResult(JSON.parse(JSON.stringify(result)))).toBeTruthy();
+    expect(result.expects).toHaveLength(1);
+    expect(result.expects[0]).toMatchObject({ what: 'traffic-flows', verdict: 'holds', path: 'steps[5]' });
+    expect(result.invariants.map((i) => i.name)).toEqual([...MODEL_INVARIANTS]);
+    expect(result.properties.map((p) => p.name)).toEqual([...PROTOCOL_PROPERTIES]);
+    expect(result.counts.packetsThrough).toBe(result.counts.packetsSent);
+    expect(result.counts.packetsSent).toBeGreaterThan(900);
+    const host = result.portStats.find((p) => p.instance === 'host')!;
+    expect(host.ports.map((p) => p.kind)).toEqual(['nic', 'vhost']);
+    expect(result.portStats.find((p) => p.instance === 'vm0')!.ports[0]!.rxPackets).toBe(result.counts.packetsSent);
+    // The whole handshake is in the trace, in one session.
+    expect(parseTrace(traceText)).toEqual(trace);
+    expect(trace[0]).toMatchObject({ event: 'session', n: 1 });
+    expect(trace.filter((r) => 'dir' in r).length).toBeGreaterThan(20);
+    expect(overallVerdict(result).verdict).toBe('holds');
+  });
+
+  it('is deterministic: the same seed gives the same trace; the invariant is checked on request', () => {
+    const s = pvp([...UP, { op: 'traffic', seconds: 0.05 }, { op: 'quit-backend' }, { op: 'launch-backend' }, { op: 'expect', what: 'reconnected' }]);
+    const a = runScenario(s).result;
+    const b = runScenario(s).result;
+    expect(a.trace.sha256).toBe(b.trace.sha256);
+    expect(a.invariants.find((i) => i.name === 'deterministic')).toMatchObject({ verdict: 'holds', checks: 0 });
+    const c = runScenario(s, { checkDeterminism: true }).result;
+    expect(c.invariants.find((i) => i.name === 'deterministic')).toMatchObject({ verdict: 'holds', checks: 1 });
+  });
+
+  it('a back-end crash: reconnects, reports the in-flight counts the detach saw, and traffic resumes (split)', () => {
+    const s = pvp([...UP, { op: 'traffic', seconds: 0.05 }, { op: 'kill-backend' }, { op: 'launch-backend' }, { op: 'start-forwarding', side: 'host', fwd: 'mac' }, { op: 'expect', what: 'reconnected', within: 2 }, { op: 'traffic', seconds: 0.05 }, { op: 'expect', what: 'traffic-flows' }, { op: 'expect', what: 'ring-resumed' }, { op: 'expect', what: 'features-stable' }]);
+    const { result } = runScenario(s);
+    for (const e of result.expects) expect(e.verdict, `${e.what}: ${e.reason}`).toBe('holds');
+    expect(result.counts.reconnects).toBe(1);
+    expect(result.counts.backendRestarts).toBe(1);
+    expect(result.properties.find((p) => p.name === 'bounded-loss')!.evidence).toMatchObject({ inFlightAtCrash: { tx: 0, rx: 0 } });
+  });
+
+  it('expect reconnected without a restart is violated, with a reason', () => {
+    const { result } = runScenario(pvp([{ op: 'launch-backend' }, { op: 'expect', what: 'reconnected' }]));
+    expect(result.expects[0]).toMatchObject({ verdict: 'violated', reason: 'no restart happened before this check' });
+  });
+
+  it('refuses what it does not model yet with a clear error', () => {
+    const loop = parseScenario({ name: 'l', ring: 'split', topology: 'loopback', vms: 1, queues: 1, queueSize: 256, frontend: 'virtio-user-22.11', backend: 'dpdk-22.11', guest: 'virtio-pmd', steps: [{ op: 'launch-backend' }] });
+    expect(() => runScenario(loop)).toThrow(/topology 'loopback'.*not supported by the runner yet/);
+    expect(() => runScenario(pvp([{ op: 'launch-backend' }], { queues: 2 }))).toThrow(/one queue pair per VM/);
+    expect(() => runScenario(pvp([{ op: 'launch-backend' }, { op: 'start-forwarding', side: 'host', fwd: 'csum' }]))).toThrow(/forwarding mode 'csum' is not modelled/);
+  });
+});
+
+describe('vhostsim run / plan', () => {
+  it('run prints expects, invariants and properties, and exits 0', () => {
+    const out = runCommand(CASE1, { seed: 3 });
+    expect(out.exitCode).toBe(0);
+    expect(out.result.seed).toBe(3);
+    const text = out.lines.join('\n');
+    expect(text).toMatch(/model invariants:\n {2}memory-safety +holds/);
+    expect(text).toMatch(/protocol properties:/);
+    expect(text).toMatch(/\| 1 \| split \| PVP \| 1 \|/);
+    expect(JSON.parse(runCommand(CASE1, { json: true }).lines[0]!).format).toBe('vhostsim-result/1');
+  });
+
+  it('plan writes a result and a trace per case and exits 0 whatever the verdicts', { timeout: 60_000 }, () => {
+    const out = mkdtempSync(join(tmpdir(), 'vhostsim-plan-'));
+    try {
+      const p = runPlan(PLAN, { out });
+      expect(p.results).toHaveLength(18);
+      expect(p.exitCode).toBe(0);
+      expect(p.table.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| case')).length).toBe(18);
+      const r = parseResult(JSON.parse(readFileSync(join(out, 'case10-pvp-packed-reconnect-from-vhost-user.result.json'), 'utf8')));
+      expect(r.trace.path).toBe('case10-pvp-packed-reconnect-from-vhost-user.trace.jsonl');
+      expect(parseTrace(readFileSync(join(out, r.trace.path!), 'utf8'))).toHaveLength(r.trace.records);
+      expect(() => runPlan(PLAN, { frontend: 'virtio-user-22.11' })).toThrow(/--frontend virtio-user-22\.11 is not supported yet/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,442 @@
+/**
+ * Runs a parsed scenario in the model: builds the topology (src/sim/topology.ts), executes the
+ * steps in seeded virtual time, and collects a result in the format of src/sim/results.ts with
+ * the trace of every vhost-user message.
+ *
+ * Timing decisions (virtual time):
+ * - a launch (back-end or VM) or a guest reboot runs the model until every affected connection
+ *   is ready and the guest driver has its rings, or `readyBound` seconds pass — as an operator
+ *   waits for "virtio is now ready for processing" / the guest to boot before the next command;
+ * - a quit or kill runs 1 ms so the peer sees the close before the next step;
+ * - a traffic step offers load for its seconds, then drains for `drainSeconds` before counting.
+ *
+ * A model error escaping the scheduler ends the run: the result reports the model invariant it
+ * breaks (memory safety when it is a RingError / GuestMemoryError) instead of throwing.
+ */
+import { createHash } from 'node:crypto';
+import { TraceRecorder } from '../endpoint/trace-recorder.ts';
+import { SocketNamespace } from '../transport/index.ts';
+import { checkModelInvariants, checkProtocolProperties, type LivenessRecord, type ResumeVerdict, type TrafficRecord } from './invariants.ts';
+import {
+  RESULT_FORMAT,
+  type DropCount,
+  type ExpectResult,
+  type Mechanism,
+  type PortCounters as ResultPortCounters,
+  type RunResult,
+  type TestpmdStats,
+  type Verdict,
+} from './results.ts';
+import { stepPath, walkSteps, type ExpectStep, type Scenario, type WalkedStep } from './scenario.ts';
+import { Scheduler, SchedulerEventError } from './scheduler.ts';
+import { serializeTrace, type TraceRecord } from './trace.ts';
+import { Topology, type DataPathTuning, type ProfileHooks } from './topology.ts';
+import type { PortCounters } from '../net/port.ts';
+import type { FwdMode as NetFwdMode } from '../net/forwarding.ts';
+
+export interface RunOptions {
+  /** Overrides the scenario's seed. */
+  seed?: number;
+  /** The scenario's file, for the result. */
+  file?: string;
+  hooks?: ProfileHooks;
+  tuning?: Partial<DataPathTuning>;
+  /** Run twice and compare traces (the `deterministic` model invariant). */
+  checkDeterminism?: boolean;
+  /** Virtual seconds a restart may take to become ready (liveness bound, default 10). */
+  readyBound?: number;
+  /** Virtual seconds after a traffic step before counting (default 0.01). */
+  drainSeconds?: number;
+}
+
+export interface RunOutput {
+  result: RunResult;
+  trace: TraceRecord[];
+  /** The trace as JSON Lines. */
+  traceText: string;
+}
+
+interface TrafficMark {
+  sent: number;
+  received: number;
+  duplicates: number;
+  hostPorts: number[][];
+}
+
+/** Runs `scenario` and returns its result and trace; never throws for a model failure (it is reported). */
+export function runScenario(scenario: Scenario, opts: RunOptions = {}): RunOutput {
+  const first = runOnce(scenario, opts);
+  if (!opts.checkDeterminism) return first;
+  const again = runOnce(scenario, opts);
+  const hashA = first.result.trace.sha256!;
+  const hashB = again.result.trace.sha256!;
+  const same = hashA === hashB && first.result.virtualSeconds === again.result.virtualSeconds && first.result.counts.packetsThrough === again.result.counts.packetsThrough;
+  const inv = first.result.invariants.find((i) => i.name === 'deterministic')!;
+  Object.assign(inv, checkModelInvariants({ trace: [], escaped: [], determinism: { same, hashA, hashB } }).find((i) => i.name === 'deterministic')!);
+  return first;
+}
+
+function runOnce(s: Scenario, opts: RunOptions): RunOutput {
+  const wall0 = performance.now();
+  // Refuse what the model cannot run before starting, rather than aborting half-way.
+  for (const w of walkSteps(s.steps)) if (w.step.op === 'start-forwarding') netFwd(w.step.fwd);
+  const seed = opts.seed ?? s.seed ?? 1;
+  const readyBound = opts.readyBound ?? 10;
+  const drain = opts.drainSeconds ?? 0.01;
+  const sched = new Scheduler({ seed });
+  const ns = new SocketNamespace({ scheduler: sched });
+  const recorder = new TraceRecorder(sched);
+  const topo = new Topology(s, sched, ns, recorder, opts.hooks ?? {}, opts.tuning ?? {});
+
+  const expects: ExpectResult[] = [];
+  const traffic: TrafficRecord[] = [];
+  const liveness: LivenessRecord[] = [];
+  const pendingLiveness: LivenessRecord[] = [];
+  const counts = { reconnects: 0, backendRestarts: 0, vmRestarts: 0, vmReboots: 0 };
+  let backendLaunches = 0;
+  const vmLaunches = Array.from({ length: s.vms }, () => 0);
+  /** The last restart that `expect reconnected` refers to. */
+  let lastRestart: { what: string; t: number; connectionsBefore: number; vm?: number } | undefined;
+  let aborted: { t: number; where: string; error: unknown } | undefined;
+  let lastTraffic: TrafficRecord | undefined;
+  let inFlightAtCrashPackets = 0;
+
+  const guard = (fn: () => void): void => {
+    if (aborted) return;
+    try {
+      fn();
+    } catch (e) {
+      const where = e instanceof SchedulerEventError ? `event ${(e as SchedulerEventError & { label?: string }).label ?? ''}` : 'step';
+      aborted = { t: sched.now, where, error: e instanceof SchedulerEventError && e.cause !== undefined ? e.cause : e };
+      topo.obs.escaped.push(aborted);
+    }
+  };
+  const advance = (seconds: number, stopWhen?: () => boolean): void =>
+    guard(() => {
+      sched.run({ until: sched.now + seconds, ...(stopWhen ? { stopWhen } : {}) });
+    });
+  const settle = (vm?: number): number | undefined => {
+    const t0 = sched.now;
+    const check = (): boolean => {
+      topo.syncHost();
+      topo.syncGuests();
+      return topo.ready(vm);
+    };
+    if (check()) return t0;
+    advance(readyBound, check);
+    return check() ? sched.now : undefined;
+  };
+  const markRestart = (what: string, vm: number | undefined, readyAt: number | undefined, faultAt: number): void => {
+    const rec: LivenessRecord = { what, ...(vm !== undefined ? { vm } : {}), faultAt, readyAt, trafficResumed: undefined };
+    liveness.push(rec);
+    pendingLiveness.push(rec);
+  };
+  const connections = (): number => topo.obs.connections.length;
+
+  const hostPortTotals = (): number[][] => {
+    const h = topo.host;
+    if (!h) return [];
+    return h.ports.map((p) => [p.stats().rxPackets, p.stats().txPackets]);
+  };
+  const mark = (): TrafficMark => {
+    const r = topo.tg?.report();
+    return { sent: r?.sent ?? 0, received: r?.received ?? 0, duplicates: r?.duplicates ?? 0, hostPorts: hostPortTotals() };
+  };
+
+  const runTraffic = (st: Extract<WalkedStep['step'], { op: 'traffic' }>): void => {
+    topo.syncHost();
+    topo.syncGuests();
+    const t0 = sched.now;
+    if (s.topology === 'pvp') {
+      const before = mark();
+      const dropsBefore = dropTotals();
+      guard(() => topo.startTraffic({ seconds: st.seconds, ...(st.rate !== undefined ? { rate: st.rate } : {}), ...(st.size !== undefined ? { size: st.size } : {}), ...(st.flows !== undefined ? { flows: st.flows } : {}) }));
+      advance(st.seconds);
+      guard(() => topo.stopTraffic());
+      advance(drain);
+      const after = mark();
+      const dropsAfter = dropTotals();
+      const sent = after.sent - before.sent;
+      const through = after.received - before.received;
+      const dup = after.duplicates - before.duplicates;
+      const perVm = Array.from({ length: s.vms }, (_, i) => {
+        const b = before.hostPorts[i];
+        const a = after.hostPorts[i];
+        return a !== undefined && b !== undefined && a[0]! > b[0]! && a[1]! > b[1]!;
+      });
+      const attributed = dropsAfter - dropsBefore;
+      const flowed = through > 0 && perVm.every((x) => x);
+      lastTraffic = {
+        t: t0,
+        through,
+        sent,
+        duplicates: dup,
+        lost: Math.max(0, sent - through),
+        attributed,
+        flowed,
+        perVm,
+        reason: `${through} of ${sent} packets came back to the generator; vhost ports moving both ways: ${perVm.map((x, i) => `vm${i} ${x ? 'yes' : 'no'}`).join(', ')}`,
+      };
+    } else {
+      const from = st.from ?? 1;
+      const to = st.to ?? 0;
+      const segments = topo.tuning.streamSegments;
+      guard(() => topo.startStream(from, to, segments));
+      const stream = topo.streams[topo.streams.length - 1];
+      advance(st.seconds, () => stream !== undefined && stream.sender.done);
+      // iperf keeps the connection for the whole duration: let the rest of the time pass idle.
+      const rest = t0 + st.seconds - sched.now;
+      if (rest > 0 && stream?.sender.done) {
+        guard(() => topo.pauseDataPath());
+        advance(rest);
+        guard(() => topo.resumeDataPath());
+      } else if (rest > 0) advance(rest);
+      const rep = stream?.receiver.report();
+      const snd = stream?.sender.report();
+      const delivered = rep?.delivered ?? 0;
+      const flowed = stream !== undefined && delivered > 0 && (snd?.acked ?? 0) > 0;
+      lastTraffic = {
+        t: t0,
+        through: delivered,
+        sent: segments,
+        duplicates: 0,
+        lost: stream && snd?.done ? 0 : 0,
+        attributed: 0,
+        flowed,
+        perVm: Array.from({ length: s.vms }, () => flowed),
+        reason: stream
+          ? `stream vm${from} → vm${to}: ${delivered} of ${segments} segments delivered in order${snd?.done ? `, done in ${(snd.finishedAt - snd.startedAt).toFixed(3)} s` : ', not finished'} (${snd?.retransmissions ?? 0} retransmissions)`
+          : 'no stream: a VM was not running',
+      };
+    }
+    traffic.push(lastTraffic);
+    const t = lastTraffic;
+    for (const l of pendingLiveness.splice(0)) l.trafficResumed = l.vm !== undefined ? t.through > 0 && t.perVm[l.vm] === true : t.flowed;
+  };
+
+  const dropTotals = (): number => {
+    let n = topo.obs.backendDownDrops;
+    const h = topo.host;
+    if (h) {
+      n += h.nic?.stats().rxMissed ?? 0;
+      for (const p of h.ports) n += p.missedPkts;
+    }
+    // testpmd's fwd_dropped counts the same packets as the vhost port's missed_pkts: not added again.
+    return n;
+  };
+
+  const doExpect = (w: WalkedStep, st: ExpectStep): void => {
+    topo.syncHost();
+    topo.syncGuests();
+    const base = { path: stepPath(w.indices), iteration: w.iteration, what: st.what, ...(st.vm !== undefined ? { vm: st.vm } : {}), ...(st.planStep ? { planStep: st.planStep } : {}), t: sched.now };
+    const judged = checkNow();
+    let verdict: Verdict = 'holds';
+    let reason = '';
+    let evidence: Record<string, unknown> = {};
+    let mechanism: Mechanism | undefined;
+    const explainFromResumes = (): Mechanism | undefined => judged.resumes.find((r) => r.verdict === 'fails-as-modelled' && (st.vm === undefined || r.resume.vm === st.vm))?.mechanism;
+    switch (st.what) {
+      case 'traffic-flows': {
+        const t = lastTraffic;
+        if (!t) {
+          verdict = 'violated';
+          reason = 'no traffic step ran before this check';
+          break;
+        }
+        const ok = st.vm !== undefined ? t.perVm[st.vm] === true && t.through > 0 : t.flowed;
+        evidence = { sent: t.sent, through: t.through, duplicates: t.duplicates, lost: t.lost, perVm: t.perVm };
+        if (ok) reason = t.reason;
+        else {
+          mechanism = explainFromResumes();
+          verdict = mechanism ? 'fails-as-modelled' : 'violated';
+          reason = `traffic did not flow: ${t.reason}`;
+        }
+        break;
+      }
+      case 'reconnected': {
+        const r = lastRestart;
+        const ready = topo.ready(st.vm);
+        const readyAt = liveness[liveness.length - 1]?.readyAt;
+        const took = r && readyAt !== undefined ? readyAt - r.t : undefined;
+        const newConn = r ? connections() > r.connectionsBefore : false;
+        const within = st.within === undefined || (took !== undefined && took <= st.within);
+        evidence = { restart: r?.what, restartAt: r?.t, readyAt, connectionsSinceRestart: r ? connections() - r.connectionsBefore : 0 };
+        if (r && ready && newConn && within) reason = `${r.what} restart: ${connections() - r.connectionsBefore} connection(s) re-established, ready after ${took?.toFixed(3)} s`;
+        else {
+          verdict = 'violated';
+          reason = !r ? 'no restart happened before this check' : !ready ? `not ready after the ${r.what} restart` : !newConn ? 'no new vhost-user connection since the restart' : `ready after ${took?.toFixed(3)} s, more than ${st.within} s`;
+        }
+        break;
+      }
+      default: {
+        const name = ({ 'no-duplicates': 'no-duplicate-delivery', 'loss-within-bound': 'bounded-loss', 'features-stable': 'features-stable', 'ring-resumed': 'ring-state-survives-reconnect' } as const)[st.what];
+        const p = judged.properties.find((x) => x.name === name)!;
+        verdict = p.verdict;
+        reason = p.reason;
+        evidence = p.evidence ?? {};
+        mechanism = p.mechanism;
+      }
+    }
+    expects.push({ ...base, verdict, reason, evidence, ...(mechanism ? { mechanism } : {}) });
+  };
+
+  const checkNow = (): { properties: ReturnType<typeof checkProtocolProperties>['properties']; resumes: ResumeVerdict[] } =>
+    checkProtocolProperties(s, { obs: topo.obs, traffic, liveness, readyBound });
+
+  for (const w of walkSteps(s.steps)) {
+    if (aborted) break;
+    const st = w.step;
+    switch (st.op) {
+      case 'launch-backend': {
+        const restart = backendLaunches > 0;
+        backendLaunches++;
+        if (restart) counts.backendRestarts++;
+        const t = sched.now;
+        const before = connections();
+        guard(() => topo.launchBackend());
+        const readyAt = settle();
+        if (restart || topo.vms.some((v) => v)) {
+          lastRestart = { what: 'back-end', t, connectionsBefore: before };
+          markRestart('back-end', undefined, readyAt, t);
+        }
+        break;
+      }
+      case 'quit-backend':
+      case 'kill-backend':
+        guard(() => topo.stopBackend(st.op === 'quit-backend' ? 'quit' : 'kill'));
+        advance(1e-3);
+        break;
+      case 'launch-vm': {
+        const restart = vmLaunches[st.vm]! > 0;
+        vmLaunches[st.vm]!++;
+        if (restart) counts.vmRestarts++;
+        const t = sched.now;
+        const before = connections();
+        guard(() => topo.launchVm(st.vm));
+        const readyAt = topo.host ? settle(st.vm) : undefined;
+        lastRestart = { what: `vm${st.vm}`, t, connectionsBefore: before, vm: st.vm };
+        if (topo.host) markRestart(`vm${st.vm}`, st.vm, readyAt, t);
+        break;
+      }
+      case 'quit-vm':
+      case 'kill-vm':
+        guard(() => topo.stopVm(st.vm, st.op === 'quit-vm' ? 'quit' : 'kill'));
+        advance(1e-3);
+        break;
+      case 'reboot-vm': {
+        counts.vmReboots++;
+        const t = sched.now;
+        guard(() => topo.rebootVm(st.vm));
+        const readyAt = topo.host ? settle(st.vm) : undefined;
+        if (topo.host) markRestart(`vm${st.vm} reboot`, st.vm, readyAt, t);
+        break;
+      }
+      case 'start-forwarding':
+        guard(() => (st.side === 'host' ? topo.startHostForwarding(netFwd(st.fwd)) : topo.startGuestForwarding(st.vm!, netFwd(st.fwd))));
+        break;
+      case 'stop-forwarding':
+        guard(() => (st.side === 'host' ? topo.stopHostForwarding() : topo.stopGuestForwarding(st.vm!)));
+        break;
+      case 'traffic':
+        runTraffic(st);
+        break;
+      case 'wait':
+        advance(st.seconds);
+        break;
+      case 'expect':
+        doExpect(w, st);
+        break;
+    }
+  }
+
+  // Reconnects: connections on each VM's socket after its first one (a relaunched QEMU reconnects too).
+  counts.reconnects = topo.reconnects;
+  inFlightAtCrashPackets = topo.obs.detachReports.filter((d) => !d.graceful).reduce((n, d) => n + d.packetsInFlight, 0);
+
+  const trace = recorder.records;
+  const traceText = serializeTrace(trace);
+  const sha256 = createHash('sha256').update(traceText).digest('hex');
+  const invariants = checkModelInvariants({ trace, escaped: topo.obs.escaped });
+  const { properties } = checkNow();
+
+  const drops: DropCount[] = [];
+  const h = topo.host ?? topo.lastHost;
+  if (topo.obs.backendDownDrops > 0) drops.push({ reason: 'backend-down', where: 'tg → nic', count: topo.obs.backendDownDrops });
+  if (h?.nic && h.nic.stats().rxMissed > 0) drops.push({ reason: 'ring-full', where: 'host port 0 (RX-missed)', count: h.nic.stats().rxMissed });
+  h?.ports.forEach((p, i) => {
+    if (p.missedPkts > 0) drops.push({ reason: 'guest-not-ready', where: `host port ${p.id} (vm${i} RX vring)`, count: p.missedPkts });
+  });
+  if (inFlightAtCrashPackets > 0) drops.push({ reason: 'in-flight-at-crash', where: 'vhost-user vrings', count: inFlightAtCrashPackets });
+  const unexplained = traffic.reduce((n, t) => n + Math.max(0, t.lost - t.attributed), 0) - inFlightAtCrashPackets;
+  if (unexplained > 0) {
+    const mismatch = checkNow().resumes.some((r) => r.verdict !== 'holds');
+    drops.push({ reason: mismatch ? 'ring-resume-mismatch' : 'unexplained', where: 'end to end', count: unexplained });
+  }
+
+  const portStats: TestpmdStats[] = [];
+  if (h) {
+    const ports: ResultPortCounters[] = [];
+    const fwd = h.testpmd.forwardStats();
+    if (h.nic) ports.push(portCounters(h.nic.id, 'nic', h.nic.stats(), fwd));
+    for (const p of h.ports) ports.push(portCounters(p.id, 'vhost', p.stats(), fwd));
+    portStats.push({ instance: 'host', ports });
+  }
+  topo.vms.forEach((v, i) => {
+    if (v?.pmd) portStats.push({ instance: `vm${i}`, ports: [portCounters(0, 'virtio', v.pmd.port.stats(), v.pmd.testpmd.forwardStats())] });
+  });
+
+  const sent = traffic.reduce((n, t) => n + t.sent, 0);
+  const through = traffic.reduce((n, t) => n + t.through, 0);
+  const duplicates = traffic.reduce((n, t) => n + t.duplicates, 0);
+  const result: RunResult = {
+    format: RESULT_FORMAT,
+    scenario: {
+      name: s.name,
+      ...(opts.file ? { file: opts.file } : {}),
+      ring: s.ring,
+      topology: s.topology,
+      vms: s.vms,
+      queues: s.queues,
+      queueSize: s.queueSize,
+      frontend: s.frontend,
+      backend: s.backend,
+      guest: s.guest,
+      ...(s.plan ? { plan: s.plan } : {}),
+    },
+    seed,
+    expects,
+    invariants,
+    properties,
+    portStats,
+    counts: { ...counts, packetsSent: sent, packetsThrough: through, duplicates, drops },
+    virtualSeconds: sched.now,
+    wallSeconds: (performance.now() - wall0) / 1000,
+    trace: { records: trace.length, sha256 },
+  };
+  return { result, trace, traceText };
+}
+
+const NET_FWD: readonly string[] = ['io', 'mac', 'macswap', 'rxonly', 'txonly'];
+/** The forwarding engines the net model has; the others are refused clearly. */
+function netFwd(m: string | undefined): NetFwdMode | undefined {
+  if (m === undefined) return undefined;
+  if (!NET_FWD.includes(m)) throw new Error(`testpmd forwarding mode '${m}' is not modelled (supported: ${NET_FWD.join(', ')})`);
+  return m as NetFwdMode;
+}
+
+function portCounters(id: number, kind: 'nic' | 'vhost' | 'virtio', c: PortCounters, fwd: readonly { port: number; txDropped: number }[]): ResultPortCounters {
+  const f = fwd.find((x) => x.port === id);
+  return {
+    port: id,
+    kind,
+    rxPackets: c.rxPackets,
+    rxMissed: c.rxMissed,
+    rxBytes: c.rxBytes,
+    rxErrors: c.rxErrors,
+    rxNombuf: c.rxNombuf,
+    txPackets: c.txPackets,
+    txErrors: c.txErrors,
+    txBytes: c.txBytes,
+    ...(f?.txDropped !== undefined ? { txDropped: f.txDropped } : {}),
+  };
+}

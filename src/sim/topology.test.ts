@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { TraceRecorder } from '../endpoint/trace-recorder.ts';
+import { SocketNamespace } from '../transport/index.ts';
+import { parseScenario, type ScenarioInput } from './scenario.ts';
+import { Scheduler } from './scheduler.ts';
+import { Topology, socketPath } from './topology.ts';
+
+function build(o: Partial<ScenarioInput>, hooks = {}) {
+  const s = parseScenario({ name: 't', ring: 'split', topology: 'pvp', vms: 1, queues: 1, queueSize: 256, frontend: 'qemu-7.2', backend: 'dpdk-22.11', guest: 'virtio-pmd', steps: [{ op: 'launch-backend' }], ...o });
+  const sched = new Scheduler({ seed: 1 });
+  const ns = new SocketNamespace({ scheduler: sched });
+  const topo = new Topology(s, sched, ns, new TraceRecorder(sched), hooks);
+  const until = (t: number) => {
+    sched.run({ until: t });
+    topo.syncHost();
+    topo.syncGuests();
+  };
+  return { topo, sched, until };
+}
+
+describe('Topology', () => {
+  it('PVP: vrings reach the data path once the back-end is ready and leave it on quit', () => {
+    const { topo, until } = build({});
+    topo.launchBackend();
+    topo.launchVm(0);
+    expect(topo.ready()).toBe(false);
+    until(5);
+    expect(topo.ready()).toBe(true);
+    expect(topo.host!.ports[0]!.isAttached(0) && topo.host!.ports[0]!.isAttached(1)).toBe(true);
+    expect(topo.obs.connections).toHaveLength(1);
+    topo.stopBackend('quit');
+    expect(topo.host).toBeUndefined();
+    expect(topo.obs.detachReports.every((d) => d.graceful)).toBe(true);
+    expect(topo.obs.ringEnds.map((e) => e.end)).toEqual(['backend-lost', 'backend-lost']);
+    topo.launchBackend();
+    until(7);
+    expect(topo.ready()).toBe(true);
+    expect(topo.reconnects).toBe(1);
+    expect(topo.obs.resumes.filter((r) => r.after?.end === 'backend-lost')).toHaveLength(2);
+  });
+
+  it('a kill detaches as a crash', () => {
+    const { topo, until } = build({});
+    topo.launchBackend();
+    topo.launchVm(0);
+    until(5);
+    topo.stopBackend('kill');
+    expect(topo.obs.detachReports.length).toBe(2);
+    expect(topo.obs.detachReports.every((d) => !d.graceful)).toBe(true);
+  });
+
+  it('a guest reboot is not ready until the front-end has reset and the driver restarted', () => {
+    const { topo, until, sched } = build({ ring: 'packed' });
+    topo.launchBackend();
+    topo.launchVm(0);
+    until(5);
+    topo.rebootVm(0);
+    topo.syncGuests();
+    expect(topo.ready(0)).toBe(false);
+    until(sched.now + 0.5);
+    expect(topo.ready(0)).toBe(false);
+    until(sched.now + 3);
+    expect(topo.ready(0)).toBe(true);
+    expect(topo.obs.resumes.at(-1)).toMatchObject({ avail: { idx: 0, wrap: true }, after: { end: 'device-reset' } });
+  });
+
+  it('VM2VM: two kernel guests, one socket each, a stream gets through the host io forwarding', () => {
+    const { topo, until, sched } = build({ topology: 'vm2vm', vms: 2, guest: 'virtio-net' });
+    expect(socketPath(1)).toBe('./vhost-net1');
+    topo.launchBackend();
+    topo.startHostForwarding('io');
+    topo.launchVm(0);
+    topo.launchVm(1);
+    until(5);
+    expect(topo.ready()).toBe(true);
+    topo.startStream(1, 0, 100);
+    until(sched.now + 2);
+    const st = topo.streams[0]!;
+    expect(st.sender.done).toBe(true);
+    expect(st.receiver.report().delivered).toBe(100);
+  });
+
+  it('refuses what it does not build', () => {
+    expect(() => build({ topology: 'loopback', frontend: 'virtio-user-22.11' })).toThrow(/loopback/);
+    expect(() => build({ frontend: 'virtio-user-22.11' })).toThrow(/virtio-user-22\.11.*not supported/);
+  });
+});

@@ -1,0 +1,685 @@
+/**
+ * The topologies a scenario runs on, built from the real model parts and wired by a small
+ * control-plane glue:
+ *
+ * - `pvp`: TG → NIC → host testpmd (one DpdkBackend + VhostPort per VM, `chained` for 2 VMs)
+ *   → vhost → VM (qemu-7.2 front-end, guest virtio-pmd testpmd) → back the same way.
+ * - `vm2vm`: two VMs with the kernel virtio-net driver and an iperf-like stream, through the
+ *   host testpmd in `io` forwarding.
+ * - `loopback` (virtio-user ↔ vhost without a NIC) is not built yet: `buildTopology` refuses it
+ *   with a clear error.
+ *
+ * The glue follows what DPDK's net_vhost and the guest drivers do: a vring is handed to the
+ * data path when the back-end says it is ready (`DpdkBackend.vring(i)` defined), taken away
+ * ('graceful') when it stops or the device is destroyed, or ('crash') when the back-end process
+ * is killed; the guest's driver halves are attached whenever the front-end's guest rebuilds
+ * its rings (a new `generation`). The glue re-synchronises after every control-plane event
+ * (front-end event, back-end log event, lifecycle) rather than polling, which keeps runs cheap.
+ *
+ * Everything observable for the checks (reconnects, ring positions at each end and each
+ * resume, features, detach reports, ring errors) is recorded in `observations`.
+ */
+import { DpdkBackend, type VringView, type VhostUserDevice } from '../endpoint/backend/index.ts';
+import { QemuFrontend, ringFeaturesOf } from '../endpoint/frontend/index.ts';
+import type { TraceRecorder } from '../endpoint/trace-recorder.ts';
+import { GuestMemoryError } from '../memory/index.ts';
+import { GuestMbufPool, type GuestMbuf } from '../net/guest-mbuf.ts';
+import { GuestVirtioNet } from '../net/guest-virtio-net.ts';
+import { GuestVirtioPmd } from '../net/guest-virtio-pmd.ts';
+import { MbufPool, type Mbuf } from '../net/mbuf.ts';
+import { Nic, type WireEnd } from '../net/nic.ts';
+import { parseMac } from '../net/packet.ts';
+import { isMergeable, vhostHeaderLength } from '../net/net-header.ts';
+import { Testpmd, type FwdMode } from '../net/forwarding.ts';
+import { TrafficGenerator } from '../net/traffic-generator.ts';
+import { VhostPort } from '../net/vhost-port.ts';
+import type { DetachReport } from '../net/vhost-queues.ts';
+import type { StreamReceiver, StreamSender } from '../net/stream.ts';
+import type { RingDevice, RingDriver } from '../ring/factory.ts';
+import { RingError } from '../ring/errors.ts';
+import { SplitDevice } from '../ring/split/index.ts';
+import type { SocketNamespace } from '../transport/index.ts';
+import type { Scenario } from './scenario.ts';
+import type { Scheduler } from './scheduler.ts';
+
+/** Test-only switches that break a modelled profile on purpose (conformance tests use them). */
+export interface ProfileHooks {
+  /**
+   * A back-end that forgets the split re-base: its data path starts every split vring at index 0
+   * instead of where SET_VRING_BASE / used->idx put it.
+   */
+  backendForgetsSplitRebase?: boolean;
+}
+
+/** Tunables of the data path; the defaults keep a plan run well under a second of wall time per case. */
+export interface DataPathTuning {
+  /** Host testpmd forwarding-loop period (virtual seconds). */
+  hostPoll: number;
+  /** Guest testpmd / NAPI poll period. */
+  guestPoll: number;
+  /** Generator rate (packets per virtual second) when a traffic step gives none. */
+  defaultRate: number;
+  /** Generator send period. */
+  tgTick: number;
+  /** VM2VM: segments per flow per traffic step (iperf sends for `seconds`; the model sends this much and then idles). */
+  streamSegments: number;
+  /** Guest RAM per VM. */
+  guestRam: number;
+}
+
+export const DEFAULT_TUNING: DataPathTuning = {
+  hostPoll: 5e-4,
+  guestPoll: 5e-4,
+  defaultRate: 10_000,
+  tgTick: 1e-3,
+  streamSegments: 2000,
+  guestRam: 32 * 1024 * 1024,
+};
+
+export type RingPosition = { idx: number; wrap?: boolean };
+
+/** A vring's position when a back-end connection ended (for the resume check). */
+export interface RingEnd {
+  vm: number;
+  vring: number;
+  t: number;
+  /** The old back-end's next avail position. */
+  lastAvail: RingPosition;
+  /** Split: used->idx in guest memory; packed: the old back-end's next used position. */
+  used: RingPosition;
+  /** Packed under QEMU: the base QEMU holds (what it will send again). */
+  frontendBase?: RingPosition;
+  end: 'backend-lost' | 'device-reset';
+}
+
+/** A vring's position when a new back-end device started (new_device). */
+export interface RingResume {
+  vm: number;
+  vring: number;
+  t: number;
+  connection: number;
+  avail: RingPosition;
+  used: RingPosition;
+  /** The end this resume follows (undefined for the first connection of a VM process). */
+  after?: RingEnd;
+}
+
+export interface ConnectionStart {
+  vm: number;
+  t: number;
+  /** Back-end connection number for this VM's socket (1-based over the run). */
+  connection: number;
+  /** Features the back-end device negotiated (hex). */
+  features: bigint;
+  /** Was this VM process's first connection (a fresh VM), or a reconnect. */
+  firstOfVm: boolean;
+}
+
+export interface RingErrorNote {
+  t: number;
+  vm: number;
+  vring: number;
+  message: string;
+}
+
+export interface Observations {
+  connections: ConnectionStart[];
+  ringEnds: RingEnd[];
+  resumes: RingResume[];
+  detachReports: (DetachReport & { vm: number; t: number })[];
+  ringErrors: RingErrorNote[];
+  /** Errors thrown by model code inside the glue (a model invariant breaks). */
+  escaped: { t: number; where: string; error: unknown }[];
+  /** Packets the TG sent while no host testpmd ran. */
+  backendDownDrops: number;
+}
+
+interface HostInstance {
+  backends: DpdkBackend[];
+  ports: VhostPort[];
+  nic?: Nic;
+  testpmd: Testpmd<Mbuf>;
+  /** The device half attached per VM and vring (guarded), and the back-end half it came from. */
+  attached: (RingDevice | undefined)[][];
+  source: (RingDevice | undefined)[][];
+  /** The device half the data path really drives (differs from the source under a broken-profile hook). */
+  inner: (RingDevice | undefined)[][];
+  attachedOf: (VhostUserDevice | undefined)[];
+  fwd: FwdMode;
+  forwarding: boolean;
+}
+
+interface VmInstance {
+  index: number;
+  fe: QemuFrontend;
+  pool: GuestMbufPool;
+  pmd?: GuestVirtioPmd;
+  net?: GuestVirtioNet;
+  attachedGeneration: number;
+  /** Guest testpmd asked to run (start-forwarding guest). */
+  forwarding: boolean;
+  /** This VM process has had a connection already. */
+  connected: boolean;
+  /** A guest reset was asked for and the front-end has not done it yet (its sequences are asynchronous). */
+  resetPending: boolean;
+}
+
+const TG_MAC = parseMac('00:00:00:00:aa:01');
+const NIC_MAC = parseMac('3c:fd:fe:00:00:00');
+const vmMac = (i: number): number => parseMac('52:54:00:00:00:01') + i;
+
+export function socketPath(vm: number): string {
+  return vm === 0 ? './vhost-net' : `./vhost-net${vm}`;
+}
+
+/** A generator's cable end while no host testpmd runs: frames fall on the floor and are counted. */
+class DeadEnd implements WireEnd {
+  constructor(private readonly count: (n: number) => void) {}
+  receiveFromWire(m: Mbuf): void {
+    m.free();
+    this.count(1);
+  }
+}
+
+/** Wraps a back-end device half so a malformed chain stops the queue instead of crashing the run (as DPDK's burst). */
+class GuardedDevice implements RingDevice {
+  private broken = false;
+  constructor(
+    private readonly dev: RingDevice,
+    private readonly onError: (msg: string) => void,
+  ) {}
+  get size(): number {
+    return this.dev.size;
+  }
+  pop(chain: Parameters<RingDevice['pop']>[0]): boolean {
+    if (this.broken) return false;
+    try {
+      return this.dev.pop(chain);
+    } catch (e) {
+      if (!(e instanceof RingError) && !(e instanceof GuestMemoryError)) throw e;
+      this.broken = true;
+      this.onError(e.message);
+      return false;
+    }
+  }
+  push(id: number, len: number): void {
+    this.dev.push(id, len);
+  }
+  flush(): boolean {
+    return this.dev.flush();
+  }
+  enableKicks(): void {
+    this.dev.enableKicks();
+  }
+  disableKicks(): void {
+    this.dev.disableKicks();
+  }
+}
+
+export class Topology {
+  readonly s: Scenario;
+  readonly tuning: DataPathTuning;
+  readonly hostPool = new MbufPool('mb_pool_0');
+  readonly tg?: TrafficGenerator;
+  readonly obs: Observations = { connections: [], ringEnds: [], resumes: [], detachReports: [], ringErrors: [], escaped: [], backendDownDrops: 0 };
+  host: HostInstance | undefined;
+  readonly vms: (VmInstance | undefined)[];
+  /** Finished host instances' port counters are kept for the results. */
+  lastHost: HostInstance | undefined;
+  private readonly dead: DeadEnd;
+  private readonly connCount: number[];
+  private readonly lastEnd: (RingEnd | undefined)[][];
+  /** Per VM: the sender/receiver of the current VM2VM stream. */
+  streams: { sender: StreamSender; receiver: StreamReceiver; from: number; to: number; flow: number }[] = [];
+  private nextFlow = 1;
+  /** Every back-end instance launched, per VM socket (their `connections` count socket connections). */
+  readonly backendsOf: DpdkBackend[][];
+
+  constructor(
+    scenario: Scenario,
+    readonly sched: Scheduler,
+    readonly ns: SocketNamespace,
+    readonly recorder: TraceRecorder,
+    readonly hooks: ProfileHooks = {},
+    tuning: Partial<DataPathTuning> = {},
+  ) {
+    this.s = scenario;
+    // VM2VM streams run for a minute of virtual time per step: poll less often there.
+    const vm2vm: Partial<DataPathTuning> = scenario.topology === 'vm2vm' ? { hostPoll: 2e-3, guestPoll: 2e-3 } : {};
+    this.tuning = { ...DEFAULT_TUNING, ...vm2vm, ...tuning };
+    if (scenario.topology === 'loopback') throw new Error("topology 'loopback' (virtio-user ↔ vhost) is not supported by the runner yet");
+    if (scenario.frontend !== 'qemu-7.2') throw new Error(`front-end '${scenario.frontend}' in topology '${scenario.topology}' is not supported by the runner yet (only qemu-7.2 VMs)`);
+    if (scenario.queues !== 1) throw new Error(`queues = ${scenario.queues}: the runner supports one queue pair per VM so far`);
+    this.vms = Array.from({ length: scenario.vms }, () => undefined);
+    this.backendsOf = Array.from({ length: scenario.vms }, () => []);
+    this.connCount = Array.from({ length: scenario.vms }, () => 0);
+    this.lastEnd = Array.from({ length: scenario.vms }, () => []);
+    this.dead = new DeadEnd((n) => (this.obs.backendDownDrops += n));
+    if (scenario.topology === 'pvp') {
+      this.tg = new TrafficGenerator(sched, this.hostPool);
+      this.tg.connectTo(this.dead);
+    }
+  }
+
+  // ---- host -----------------------------------------------------------------------------------
+
+  launchBackend(): void {
+    const s = this.s;
+    const ports: VhostPort[] = [];
+    const pvp = s.topology === 'pvp';
+    const firstVhostId = pvp ? 1 : 0;
+    for (let i = 0; i < s.vms; i++) ports.push(new VhostPort({ id: firstVhostId + i, pool: this.hostPool, queues: s.queues }));
+    let nic: Nic | undefined;
+    if (pvp) {
+      nic = new Nic({ id: 0, mac: NIC_MAC, pool: this.hostPool, rxRingSize: 4096 });
+      nic.connect(this.tg!);
+      this.tg!.connectTo(nic);
+    }
+    const allPorts = [...(nic ? [nic] : []), ...ports];
+    const testpmd = new Testpmd<Mbuf>(this.sched, allPorts, {
+      fwdMode: pvp ? 'mac' : 'io',
+      topology: s.hostPortTopology,
+      pollInterval: this.tuning.hostPoll,
+      name: 'host',
+    });
+    const host: HostInstance = {
+      backends: [],
+      ports,
+      ...(nic ? { nic } : {}),
+      testpmd,
+      attached: ports.map(() => [undefined, undefined]),
+      source: ports.map(() => [undefined, undefined]),
+      inner: ports.map(() => [undefined, undefined]),
+      attachedOf: ports.map(() => undefined),
+      fwd: pvp ? 'mac' : 'io',
+      forwarding: false,
+    };
+    this.host = host;
+    const bo = s.options?.backend ?? {};
+    for (let i = 0; i < s.vms; i++) {
+      const be = new DpdkBackend({
+        ns: this.ns,
+        path: socketPath(i),
+        profile: { ...bo, client: bo.client ?? true, queues: s.queues },
+        recorder: this.recorder,
+        onEvent: () => this.syncHostLater(),
+        onLifecycle: (kind, dev) => this.onLifecycle(i, kind, dev),
+      });
+      host.backends.push(be);
+      this.backendsOf[i]!.push(be);
+    }
+    for (const be of host.backends) be.start();
+  }
+
+  /** testpmd `quit` (graceful) or a crash. */
+  stopBackend(mode: 'quit' | 'kill'): void {
+    const host = this.host;
+    if (!host) return;
+    host.testpmd.stop();
+    host.forwarding = false;
+    for (let i = 0; i < this.s.vms; i++) this.recordEnd(i, 'backend-lost');
+    if (mode === 'kill') {
+      // The process is gone before anything could complete: in-flight buffers stay taken.
+      for (let i = 0; i < this.s.vms; i++) this.detachVm(host, i, 'crash');
+      for (const be of host.backends) be.kill();
+    } else {
+      for (let i = 0; i < this.s.vms; i++) this.detachVm(host, i, 'graceful');
+      for (const be of host.backends) be.quit();
+    }
+    if (this.tg) this.tg.connectTo(this.dead);
+    this.lastHost = host;
+    this.host = undefined;
+  }
+
+  startHostForwarding(fwd?: FwdMode): void {
+    const h = this.host;
+    if (!h) return;
+    if (fwd) {
+      h.fwd = fwd;
+      h.testpmd.setFwd(fwd);
+    }
+    h.forwarding = true;
+    h.testpmd.start();
+  }
+
+  stopHostForwarding(): void {
+    const h = this.host;
+    if (!h) return;
+    h.forwarding = false;
+    h.testpmd.stop();
+  }
+
+  private onLifecycle(vm: number, kind: 'new-device' | 'destroy-device', dev: VhostUserDevice): void {
+    if (kind === 'new-device') {
+      this.connCount[vm]!++;
+      const v = this.vms[vm];
+      const firstOfVm = v !== undefined && !v.connected;
+      if (v) v.connected = true;
+      this.obs.connections.push({ vm, t: this.sched.now, connection: this.connCount[vm]!, features: dev.features, firstOfVm });
+    }
+    this.syncHost();
+  }
+
+  /** The positions a vring is at when its back-end connection ends (before anything is torn down). */
+  private recordEnd(vm: number, end: 'backend-lost' | 'device-reset'): void {
+    const h = this.host;
+    const v = this.vms[vm];
+    if (!h || !v) return;
+    for (let r = 0; r < 2 * this.s.queues; r++) {
+      const inner = h.inner[vm]![r];
+      if (h.attached[vm]![r] === undefined || !inner) continue;
+      const st = (inner as unknown as { saveState(): { lastAvailIdx: number; lastUsedIdx: number; availWrap?: boolean; usedWrap?: boolean } }).saveState();
+      const packed = this.s.ring === 'packed';
+      let used: RingPosition;
+      let frontendBase: RingPosition | undefined;
+      if (packed) {
+        used = { idx: st.lastUsedIdx, wrap: st.usedWrap ?? true };
+        const b = v.fe.vringBase(r);
+        frontendBase = { idx: b & 0x7fff, wrap: (b & 0x8000) !== 0 };
+      } else {
+        used = { idx: v.fe.guest.usedIdx(r) };
+      }
+      const e: RingEnd = {
+        vm,
+        vring: r,
+        t: this.sched.now,
+        lastAvail: packed ? { idx: st.lastAvailIdx, wrap: st.availWrap ?? true } : { idx: st.lastAvailIdx },
+        used,
+        ...(frontendBase ? { frontendBase } : {}),
+        end,
+      };
+      this.obs.ringEnds.push(e);
+      this.lastEnd[vm]![r] = e;
+    }
+  }
+
+  private syncPending = false;
+  /** Log events arrive mid-handling; the data path is re-synchronised once the handler is done. */
+  private syncHostLater(): void {
+    if (this.syncPending) return;
+    this.syncPending = true;
+    this.sched.after(0, () => {
+      this.syncPending = false;
+      this.syncHost();
+      this.syncGuests();
+    }, 'control-plane sync');
+  }
+
+  private detachVm(h: HostInstance, vm: number, mode: 'graceful' | 'crash'): void {
+    const port = h.ports[vm]!;
+    for (let r = 0; r < 2 * this.s.queues; r++) {
+      if (h.attached[vm]![r] === undefined) continue;
+      const rep = port.detachQueue(r, mode);
+      this.obs.detachReports.push({ ...rep, vm, t: this.sched.now });
+      h.attached[vm]![r] = undefined;
+      h.source[vm]![r] = undefined;
+    }
+    h.attachedOf[vm] = undefined;
+  }
+
+  /** Hands ready vrings to the vhost ports and takes away those that stopped. */
+  syncHost(): void {
+    const h = this.host;
+    if (!h) return;
+    for (let vm = 0; vm < this.s.vms; vm++) {
+      const be = h.backends[vm]!;
+      const dev = be.device;
+      const port = h.ports[vm]!;
+      for (let r = 0; r < 2 * this.s.queues; r++) {
+        const view = be.vring(r);
+        const cur = h.attached[vm]![r];
+        const want = view?.device;
+        if (cur !== undefined && (want === undefined || h.attachedOf[vm] !== dev || h.source[vm]![r] !== want)) {
+          const rep = port.detachQueue(r, 'graceful');
+          this.obs.detachReports.push({ ...rep, vm, t: this.sched.now });
+          h.attached[vm]![r] = undefined;
+          h.source[vm]![r] = undefined;
+        }
+        if (view && dev && h.attached[vm]![r] === undefined) {
+          const mem = dev.memory;
+          if (!mem) continue;
+          const inner = this.deviceFor(vm, r, view);
+          const g = this.guard(vm, r, inner);
+          port.attachQueue(r, g, mem, {
+            features: dev.features,
+            notify: () => {
+              try {
+                view.call?.write(1n);
+              } catch {
+                // a closed call fd: nothing to interrupt
+              }
+            },
+            scheduler: this.sched,
+          });
+          h.attached[vm]![r] = g;
+          h.source[vm]![r] = view.device;
+          h.inner[vm]![r] = inner;
+          this.recordResume(vm, r, inner);
+          h.attachedOf[vm] = dev;
+        }
+        if (view && h.attached[vm]![r] !== undefined) port.setEnabled(r, view.enabled);
+      }
+    }
+  }
+
+  /** Where the data path starts this vring on a new back-end device, against where the last one ended. */
+  private recordResume(vm: number, r: number, dev: RingDevice): void {
+    const st = (dev as unknown as { saveState(): { lastAvailIdx: number; lastUsedIdx: number; availWrap?: boolean; usedWrap?: boolean } }).saveState();
+    const packed = this.s.ring === 'packed';
+    const after = this.lastEnd[vm]![r];
+    this.obs.resumes.push({
+      vm,
+      vring: r,
+      t: this.sched.now,
+      connection: this.connCount[vm]!,
+      avail: packed ? { idx: st.lastAvailIdx, wrap: st.availWrap ?? true } : { idx: st.lastAvailIdx },
+      used: packed ? { idx: st.lastUsedIdx, wrap: st.usedWrap ?? true } : { idx: st.lastUsedIdx },
+      ...(after ? { after } : {}),
+    });
+    // Kept (not consumed): a connection may hand the same vring over more than once, and each
+    // hand-over resumes from the same end. A new VM process starts with no end.
+  }
+
+  private guard(vm: number, vring: number, inner: RingDevice): RingDevice {
+    return new GuardedDevice(inner, (message) => this.obs.ringErrors.push({ t: this.sched.now, vm, vring, message }));
+  }
+
+  private deviceFor(vm: number, r: number, view: VringView): RingDevice {
+    if (this.hooks.backendForgetsSplitRebase && this.s.ring === 'split') {
+      const v = this.vms[vm];
+      const l = v?.fe.guest.vring(r).layout;
+      const mem = this.host?.backends[vm]?.device?.memory;
+      if (l && l.kind === 'split' && mem) {
+        const { kind: _k, ...layout } = l;
+        return new SplitDevice(mem, layout, ringFeaturesOf(v!.fe.guest.features), undefined, { lastAvailIdx: 0, lastUsedIdx: 0 });
+      }
+    }
+    return view.device;
+  }
+
+  // ---- VMs -------------------------------------------------------------------------------------
+
+  launchVm(i: number): void {
+    const s = this.s;
+    const fe = new QemuFrontend({
+      ns: this.ns,
+      path: socketPath(i),
+      chardev: { mode: 'server' },
+      queuePairs: s.queues,
+      queueSize: s.queueSize,
+      packed: s.ring === 'packed',
+      guestDriver: s.guest === 'virtio-pmd' ? 'virtio-pmd' : 'virtio-net',
+      ramSize: this.tuning.guestRam,
+      name: `vm${i}`,
+    });
+    const area = fe.guest.bufferArea(s.ring);
+    const count = Math.min(4 * s.queueSize, 4096);
+    const pool = new GuestMbufPool(fe.guest.memory, area.gpa, { count });
+    const v: VmInstance = { index: i, fe, pool, attachedGeneration: -1, forwarding: false, connected: false, resetPending: false };
+    const kick = (r: number): void => {
+      const h = this.host;
+      if (h && h.attached[i]![r] !== undefined) h.ports[i]!.kick(r);
+    };
+    if (s.guest === 'virtio-pmd') {
+      v.pmd = new GuestVirtioPmd(this.sched, {
+        pool,
+        features: 0n,
+        mac: vmMac(i),
+        onKick: kick,
+        fwdMode: 'mac',
+        topology: s.options?.testpmd?.guest?.portTopology ?? 'paired',
+        pollInterval: this.tuning.guestPoll,
+        name: `vm${i} virtio0`,
+      });
+    } else {
+      v.net = new GuestVirtioNet(this.sched, { name: `vm${i}`, mac: vmMac(i), pool, features: 0n, pollInterval: this.tuning.guestPoll, onKick: kick });
+    }
+    fe.on((e) => {
+      if (e.type === 'guest-reset') v.resetPending = false;
+      if (e.type === 'guest-reset' || e.type === 'started' || e.type === 'rings-reset' || e.type === 'stopped' || e.type === 'reconnected') this.syncHostLater();
+    });
+    this.vms[i] = v;
+    this.lastEnd[i] = [];
+    fe.start();
+  }
+
+  /** QEMU quits (graceful) or is killed: the guest and its drivers vanish with it. */
+  stopVm(i: number, mode: 'quit' | 'kill'): void {
+    const v = this.vms[i];
+    if (!v) return;
+    this.detachGuest(v);
+    v.pmd?.stop();
+    v.net?.stop();
+    this.streams = this.streams.filter((st) => st.from !== i && st.to !== i);
+    if (mode === 'quit') v.fe.quit();
+    else v.fe.kill();
+    // Let QEMU's stop sequence run before the guest RAM goes away.
+    const fe = v.fe;
+    this.sched.after(1, () => fe.dispose(), `vm${i} exit`);
+    this.vms[i] = undefined;
+  }
+
+  rebootVm(i: number): void {
+    const v = this.vms[i];
+    if (!v) return;
+    // The guest's testpmd dies with the guest OS; the new boot starts without it.
+    v.pmd?.stop();
+    v.forwarding = false;
+    this.detachGuest(v);
+    this.recordEnd(i, 'device-reset');
+    v.resetPending = true;
+    v.fe.rebootGuest();
+  }
+
+  startGuestForwarding(i: number, fwd?: FwdMode): void {
+    const v = this.vms[i];
+    if (!v?.pmd) return;
+    if (fwd) v.pmd.testpmd.setFwd(fwd);
+    v.forwarding = true;
+    this.syncGuests();
+    v.pmd.start();
+  }
+
+  stopGuestForwarding(i: number): void {
+    const v = this.vms[i];
+    if (!v?.pmd) return;
+    v.forwarding = false;
+    v.pmd.stop();
+  }
+
+  private detachGuest(v: VmInstance): void {
+    if (v.attachedGeneration < 0) return;
+    if (v.pmd) v.pmd.port.reset();
+    if (v.net) v.net.reset();
+    v.attachedGeneration = -1;
+  }
+
+  /** Gives each guest driver the rings its front-end's guest set up last. */
+  syncGuests(): void {
+    for (const v of this.vms) {
+      if (!v || v.resetPending) continue;
+      const rx = v.fe.guest.vring(0);
+      const tx = v.fe.guest.vring(1);
+      if (v.attachedGeneration === rx.generation && rx.driver) continue;
+      if (v.attachedGeneration >= 0 && v.attachedGeneration !== rx.generation) this.detachGuest(v);
+      if (!rx.driver || !tx.driver) continue;
+      const f = v.fe.guest.features;
+      const drx = rx.driver as unknown as RingDriver<GuestMbuf>;
+      const dtx = tx.driver as unknown as RingDriver<GuestMbuf>;
+      if (v.pmd) v.pmd.port.attachQueuePair(0, drx, dtx, f);
+      if (v.net) {
+        v.net.qp.attach(drx, dtx, { hdrLen: vhostHeaderLength(f), mergeable: isMergeable(f) });
+        v.net.start();
+      }
+      v.attachedGeneration = rx.generation;
+    }
+  }
+
+  /** vhost-user socket connections after the first one on each VM's socket. */
+  get reconnects(): number {
+    let n = 0;
+    for (const list of this.backendsOf) {
+      const c = list.reduce((k, be) => k + be.connections, 0);
+      if (c > 0) n += c - 1;
+    }
+    return n;
+  }
+
+  // ---- readiness -------------------------------------------------------------------------------
+
+  /** Every running VM is connected to a running back-end whose vrings the data path polls, and its guest driver is attached. */
+  ready(vm?: number): boolean {
+    const h = this.host;
+    if (!h) return false;
+    for (let i = 0; i < this.s.vms; i++) {
+      if (vm !== undefined && vm !== i) continue;
+      const v = this.vms[i];
+      if (!v) continue;
+      if (v.resetPending) return false;
+      for (let r = 0; r < 2 * this.s.queues; r++) if (h.attached[i]![r] === undefined) return false;
+      if (v.attachedGeneration !== v.fe.guest.vring(0).generation || !v.fe.guest.vring(0).driver) return false;
+    }
+    return true;
+  }
+
+  // ---- traffic ---------------------------------------------------------------------------------
+
+  startTraffic(o: { rate?: number; size?: number; flows?: number; seconds: number }): void {
+    if (!this.tg) return;
+    this.tg.start({ ratePps: o.rate ?? this.tuning.defaultRate, frameSize: o.size ?? 64, flows: o.flows ?? 1, tick: this.tuning.tgTick, dstMac: NIC_MAC, srcMac: TG_MAC, count: this.tg.sent + Math.round((o.rate ?? this.tuning.defaultRate) * o.seconds) });
+  }
+
+  stopTraffic(): void {
+    this.tg?.stop();
+  }
+
+  /**
+   * Stops every poller while nothing can move (VM2VM after a stream completed: iperf idles for
+   * the rest of its seconds). Polling an empty ring changes no state, so skipping it only saves
+   * wall time; host testpmd's forward-stream counters restart as after `stop`/`start`.
+   */
+  pauseDataPath(): void {
+    const h = this.host;
+    if (h?.forwarding) h.testpmd.stop();
+    for (const v of this.vms) v?.net?.stop();
+  }
+
+  resumeDataPath(): void {
+    const h = this.host;
+    if (h?.forwarding) h.testpmd.start();
+    for (const v of this.vms) if (v?.net && v.attachedGeneration >= 0) v.net.start();
+  }
+
+  /** VM2VM: an iperf-like stream from VM `from` to VM `to`. */
+  startStream(from: number, to: number, segments: number): void {
+    const a = this.vms[from];
+    const b = this.vms[to];
+    if (!a?.net || !b?.net) return;
+    const flow = this.nextFlow++;
+    const receiver = b.net.openReceiver({ flow, dst: a.net.mac });
+    const sender = a.net.openSender({ flow, segments, dst: b.net.mac });
+    this.streams.push({ sender, receiver, from, to, flow });
+  }
+}
+
+export type { VmInstance, HostInstance };
