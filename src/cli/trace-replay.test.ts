@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +10,9 @@ const CAPTURE = join(
   '../../../shared/reference/traces/dpdk22.11-virtio-user-vhost-split-reconnect.jsonl',
 );
 
+const scratch = mkdtempSync(join(tmpdir(), 'vhostsim-replay-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
 /** The capture with one record's payload replaced. */
 function tampered(request: number, dir: 'f2b' | 'b2f', payload: string): string {
   const lines = readFileSync(CAPTURE, 'utf8').trim().split('\n');
@@ -19,7 +22,7 @@ function tampered(request: number, dir: 'f2b' | 'b2f', payload: string): string 
   });
   const r = JSON.parse(lines[i]);
   lines[i] = JSON.stringify({ ...r, payload });
-  const file = join(mkdtempSync(join(tmpdir(), 'vhostsim-replay-')), 'tampered.jsonl');
+  const file = join(scratch, `tampered-${request}-${dir}.jsonl`);
   writeFileSync(file, lines.join('\n') + '\n');
   return file;
 }
