@@ -43,6 +43,29 @@ export function buildCli(): Command {
       if (report.diverged) process.exitCode = 2;
     });
 
+  trace
+    .command('from-log <log>')
+    .description("a message-level trace from a DPDK vhost back-end's VHOST_CONFIG log (values the log does not show are marked partial)")
+    .option('--out <file>', 'write the JSONL here instead of stdout')
+    .action(async (log: string, opts: { out?: string }) => {
+      const { traceFromLog } = await import('./from-log.ts');
+      const r = traceFromLog(log, opts.out !== undefined ? { out: opts.out } : {});
+      if (opts.out === undefined) process.stdout.write(r.text);
+      else process.stderr.write(`${r.sessions} session(s), ${r.messages} message(s) (${r.partial} partial) in ${opts.out}\n`);
+    });
+
+  program
+    .command('tap')
+    .description('relay a real vhost-user front-end (listening) and back-end (client) through a recorder')
+    .requiredOption('--frontend <sock>', 'socket the front-end listens on (virtio-user server=1, QEMU server=on)')
+    .requiredOption('--listen <sock>', 'socket the tap listens on; point the back-end (client=1) here')
+    .requiredOption('--out <file>', 'trace file (JSON Lines), written as messages pass')
+    .action(async (opts: { frontend: string; listen: string; out: string }) => {
+      const { runTap } = await import('./tap.ts');
+      const { done } = runTap({ ...opts, log: (l) => process.stderr.write(l + '\n') });
+      process.stderr.write((await done) + '\n');
+    });
+
   program
     .command('run <scenario>')
     .description('run one scenario in the model: expects, model invariants, protocol properties')
