@@ -100,6 +100,11 @@ export function buildCli(): Command {
 
 const isMain = import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/src/cli/main.ts');
 if (isMain) {
+  // output piped into `head` and the like: stop quietly when the reader goes away
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
   buildCli()
     .parseAsync(process.argv)
     .catch((e: unknown) => {

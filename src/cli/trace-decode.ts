@@ -9,7 +9,7 @@
  * throws `TraceFormatError` (with its line number); a malformed message is printed with its
  * raw payload and `!code: reason`.
  */
-import { formatMessage } from '../protocol/index.ts';
+import { formatMessage, requestName } from '../protocol/index.ts';
 import {
   checkTraceMessage,
   isMessageRecord,
@@ -22,6 +22,10 @@ import {
 
 export function formatTraceLine(r: TraceRecord): string {
   if (!isMessageRecord(r)) return `${r.t} ${r.event} n=${r.n}`;
+  if (r.partial) {
+    // seen in a log, bytes unknown: name it and say what the log told
+    return `${r.t} ${r.dir} ${requestName(r.request, requestSpaceOfRecord(r))} (from log${r.decoded ? ': ' + r.decoded : ''})`;
+  }
   const check = checkTraceMessage(r);
   const text = formatMessage(
     {

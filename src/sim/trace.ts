@@ -41,6 +41,12 @@ export interface TraceMessageRecord {
   readonly nfds: number;
   /** Payload bytes, lower-case hex, `size` bytes. */
   readonly payload: string;
+  /**
+   * Set by writers that saw the message but not its bytes (a trace made from a DPDK log):
+   * `size` and `payload` are placeholders, `decoded` says what is known.
+   */
+  readonly partial?: true;
+  readonly decoded?: string;
 }
 
 export interface TraceEventRecord {
@@ -101,6 +107,7 @@ export function parseTraceRecord(value: unknown, line?: number): TraceRecord {
     size,
     nfds: u32(o, 'nfds', line),
     payload: payload.toLowerCase(),
+    ...(o.partial === true ? { partial: true as const, ...(typeof o.decoded === 'string' ? { decoded: o.decoded } : {}) } : {}),
   };
 }
 
