@@ -161,6 +161,8 @@ describe('parseScenario: cross-field rules', () => {
     expect(issuesOf(base({ topology: 'loopback' })).map((i) => i.path)).toEqual(['frontend']);
     expect(parseScenario(base({ topology: 'loopback', frontend: 'virtio-user-22.11' })).frontend).toBe('virtio-user-22.11');
     expect(issuesOf(vm2vm({ frontend: 'virtio-user-22.11' })).map((i) => i.path)).toEqual(['guest']);
+    // virtio-user has no kernel driver: its VM2VM runs testpmd in the two "VMs".
+    expect(parseScenario(vm2vm({ frontend: 'virtio-user-22.11', guest: 'virtio-pmd' })).guest).toBe('virtio-pmd');
   });
 
   it('queueSize fits the ring: split a power of two up to 32768, packed any size up to 32768', () => {

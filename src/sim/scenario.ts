@@ -76,6 +76,11 @@ export interface QuitBackendStep extends StepBase {
 /** A crash: the process vanishes mid-whatever, no cleanup. */
 export interface KillBackendStep extends StepBase {
   op: 'kill-backend';
+  /**
+   * The crash lands `at` virtual seconds into the `traffic` step right before this one (pvp),
+   * with packets in flight; absent: after that step, once its traffic drained.
+   */
+  at?: number;
 }
 export interface LaunchVmStep extends StepBase {
   op: 'launch-vm';
@@ -170,7 +175,7 @@ const op = <T extends string>(name: T) => z.literal(name);
 
 const LaunchBackendSchema = z.strictObject({ op: op('launch-backend'), planStep });
 const QuitBackendSchema = z.strictObject({ op: op('quit-backend'), planStep });
-const KillBackendSchema = z.strictObject({ op: op('kill-backend'), planStep });
+const KillBackendSchema = z.strictObject({ op: op('kill-backend'), at: seconds.optional(), planStep });
 const LaunchVmSchema = z.strictObject({ op: op('launch-vm'), vm: vmIndex, planStep });
 const QuitVmSchema = z.strictObject({ op: op('quit-vm'), vm: vmIndex, planStep });
 const KillVmSchema = z.strictObject({ op: op('kill-vm'), vm: vmIndex, planStep });
@@ -454,7 +459,9 @@ function crossCheck(s: Scenario): ScenarioIssue[] {
     add('queueSize', `a split ring's size must be a power of two ≤ ${MAX_QUEUE_SIZE}, got ${s.queueSize}`);
   }
   if (s.topology === 'pvp' && s.guest !== 'virtio-pmd') add('guest', `topology 'pvp' forwards with testpmd in the guest: expected 'virtio-pmd', got '${s.guest}'`);
-  if (s.topology === 'vm2vm' && s.guest !== 'virtio-net') add('guest', `topology 'vm2vm' runs the kernel driver and iperf: expected 'virtio-net', got '${s.guest}'`);
+  // virtio-user has no kernel driver to run iperf over: its VM2VM runs testpmd txonly → rxonly.
+  const vm2vmPmd = s.topology === 'vm2vm' && s.guest === 'virtio-pmd' && s.frontend === 'virtio-user-22.11';
+  if (s.topology === 'vm2vm' && s.guest !== 'virtio-net' && !vm2vmPmd) add('guest', `topology 'vm2vm' runs the kernel driver and iperf: expected 'virtio-net', got '${s.guest}'`);
   if (s.topology === 'vm2vm' && s.vms !== 2) add('vms', `topology 'vm2vm' needs exactly 2 VMs, got ${s.vms}`);
   if (s.topology === 'loopback' && s.frontend !== 'virtio-user-22.11') add('frontend', `topology 'loopback' has no VM: expected 'virtio-user-22.11', got '${s.frontend}'`);
   if (s.topology === 'loopback' && s.vms !== 1) add('vms', `topology 'loopback' has one virtio-user port, got vms = ${s.vms}`);
@@ -491,6 +498,13 @@ function crossCheck(s: Scenario): ScenarioIssue[] {
       const at = [...indices, i];
       const p = stepPath(at);
       const lifecycle = (message: string): void => add(p, message + iterationNote);
+      if (st.op === 'kill-backend' && st.at !== undefined) {
+        // A crash during traffic lands inside the traffic step just before it.
+        const prev = steps[i - 1];
+        if (s.topology !== 'pvp') add(`${p}.at`, `a crash during traffic is modelled for topology 'pvp' only, got '${s.topology}'`);
+        else if (prev?.op !== 'traffic') add(`${p}.at`, `'at' places the crash inside the traffic step right before it; the step before is ${prev ? `'${prev.op}'` : 'none'}`);
+        else if (st.at >= prev.seconds) add(`${p}.at`, `expected less than the traffic step's ${prev.seconds} s, got ${st.at}`);
+      }
       switch (st.op) {
         case 'launch-backend':
           if (life.backend) lifecycle('launch-backend while the back-end is running');

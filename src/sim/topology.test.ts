@@ -80,8 +80,20 @@ describe('Topology', () => {
     expect(st.receiver.report().delivered).toBe(100);
   });
 
-  it('refuses what it does not build', () => {
-    expect(() => build({ topology: 'loopback', frontend: 'virtio-user-22.11' })).toThrow(/loopback/);
-    expect(() => build({ frontend: 'virtio-user-22.11' })).toThrow(/virtio-user-22\.11.*not supported/);
+
+  it('virtio-user-22.11 as the VM: connects like QEMU, and reboot-vm restarts its testpmd on the same socket', () => {
+    const { topo, until, sched } = build({ frontend: 'virtio-user-22.11', ring: 'packed' });
+    topo.launchBackend();
+    topo.launchVm(0);
+    until(5);
+    expect(topo.ready()).toBe(true);
+    const first = topo.vms[0]!.fe;
+    expect(first.profile).toBe('virtio-user-22.11');
+    topo.rebootVm(0);
+    expect(topo.ready(0)).toBe(false);
+    until(sched.now + 5);
+    expect(topo.ready(0)).toBe(true);
+    expect(topo.vms[0]!.fe).not.toBe(first);
+    expect(topo.obs.connections).toHaveLength(2);
   });
 });

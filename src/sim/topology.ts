@@ -6,8 +6,13 @@
  *   → vhost → VM (qemu-7.2 front-end, guest virtio-pmd testpmd) → back the same way.
  * - `vm2vm`: two VMs with the kernel virtio-net driver and an iperf-like stream, through the
  *   host testpmd in `io` forwarding.
- * - `loopback` (virtio-user ↔ vhost without a NIC) is not built yet: `buildTopology` refuses it
- *   with a clear error.
+ * - `loopback`: one virtio-user port (testpmd `txonly` while a traffic step runs) and the host
+ *   testpmd on the vhost port (rxonly or io), no NIC and no generator.
+ *
+ * A "VM" is either QEMU 7.2 with a guest (`frontend: qemu-7.2`) or, on machines without VMs, a
+ * DPDK 22.11 virtio-user testpmd (`server=1`) driving the same guest driver model over its own
+ * memory (`frontend: virtio-user-22.11`). virtio-user has no guest OS to reboot: `reboot-vm`
+ * restarts its testpmd (close resets the device, a new process probes again).
  *
  * The glue follows what DPDK's net_vhost and the guest drivers do: a vring is handed to the
  * data path when the back-end says it is ready (`DpdkBackend.vring(i)` defined), taken away
@@ -20,7 +25,7 @@
  * resume, features, detach reports, ring errors) is recorded in `observations`.
  */
 import { DpdkBackend, type VringView, type VhostUserDevice } from '../endpoint/backend/index.ts';
-import { QemuFrontend, ringFeaturesOf } from '../endpoint/frontend/index.ts';
+import { QemuFrontend, VirtioUserFrontend, ringFeaturesOf, type AnyFrontend } from '../endpoint/frontend/index.ts';
 import type { TraceRecorder } from '../endpoint/trace-recorder.ts';
 import { GuestMemoryError } from '../memory/index.ts';
 import { GuestMbufPool, type GuestMbuf } from '../net/guest-mbuf.ts';
@@ -65,6 +70,11 @@ export interface DataPathTuning {
   streamSegments: number;
   /** Guest RAM per VM. */
   guestRam: number;
+  /**
+   * Virtual seconds between the vhost port taking guest buffers and marking them used (0: DPDK's
+   * sync path, used in the same burst). Above 0 a crash can find buffers popped but not used.
+   */
+  completionDelay: number;
 }
 
 export const DEFAULT_TUNING: DataPathTuning = {
@@ -74,6 +84,7 @@ export const DEFAULT_TUNING: DataPathTuning = {
   tgTick: 1e-3,
   streamSegments: 2000,
   guestRam: 32 * 1024 * 1024,
+  completionDelay: 0,
 };
 
 export type RingPosition = { idx: number; wrap?: boolean };
@@ -132,6 +143,15 @@ export interface Observations {
   escaped: { t: number; where: string; error: unknown }[];
   /** Packets the TG sent while no host testpmd ran. */
   backendDownDrops: number;
+  /** Packets in the host process's mbufs (NIC RX ring, bursts in testpmd) when it was killed. */
+  hostHeldAtCrash: number;
+  /**
+   * Packets a guest held (in its testpmd or posted on its TX ring) when it was reset or its VM
+   * stopped: gone with it. An upper bound: TX buffers already sent but not yet reclaimed count too.
+   */
+  guestHeldAtReset: number;
+  /** virtio-user packed reconnects: buffers each rebuilt ring dropped (driver in-flight at the reset). */
+  ringResets: { vm: number; vring: number; t: number; dropped: number }[];
 }
 
 interface HostInstance {
@@ -151,7 +171,7 @@ interface HostInstance {
 
 interface VmInstance {
   index: number;
-  fe: QemuFrontend;
+  fe: AnyFrontend;
   pool: GuestMbufPool;
   pmd?: GuestVirtioPmd;
   net?: GuestVirtioNet;
@@ -221,7 +241,7 @@ export class Topology {
   readonly tuning: DataPathTuning;
   readonly hostPool = new MbufPool('mb_pool_0');
   readonly tg?: TrafficGenerator;
-  readonly obs: Observations = { connections: [], ringEnds: [], resumes: [], detachReports: [], ringErrors: [], escaped: [], backendDownDrops: 0 };
+  readonly obs: Observations = { connections: [], ringEnds: [], resumes: [], detachReports: [], ringErrors: [], escaped: [], backendDownDrops: 0, hostHeldAtCrash: 0, guestHeldAtReset: 0, ringResets: [] };
   host: HostInstance | undefined;
   readonly vms: (VmInstance | undefined)[];
   /** Finished host instances' port counters are kept for the results. */
@@ -232,6 +252,8 @@ export class Topology {
   /** Per VM: the sender/receiver of the current VM2VM stream. */
   streams: { sender: StreamSender; receiver: StreamReceiver; from: number; to: number; flow: number }[] = [];
   private nextFlow = 1;
+  /** virtio-user VMs between a `reboot-vm`'s close and the new testpmd's start. */
+  private readonly relaunching = new Set<number>();
   /** Every back-end instance launched, per VM socket (their `connections` count socket connections). */
   readonly backendsOf: DpdkBackend[][];
 
@@ -247,8 +269,6 @@ export class Topology {
     // VM2VM streams run for a minute of virtual time per step: poll less often there.
     const vm2vm: Partial<DataPathTuning> = scenario.topology === 'vm2vm' ? { hostPoll: 2e-3, guestPoll: 2e-3 } : {};
     this.tuning = { ...DEFAULT_TUNING, ...vm2vm, ...tuning };
-    if (scenario.topology === 'loopback') throw new Error("topology 'loopback' (virtio-user ↔ vhost) is not supported by the runner yet");
-    if (scenario.frontend !== 'qemu-7.2') throw new Error(`front-end '${scenario.frontend}' in topology '${scenario.topology}' is not supported by the runner yet (only qemu-7.2 VMs)`);
     if (scenario.queues !== 1) throw new Error(`queues = ${scenario.queues}: the runner supports one queue pair per VM so far`);
     this.vms = Array.from({ length: scenario.vms }, () => undefined);
     this.backendsOf = Array.from({ length: scenario.vms }, () => []);
@@ -319,8 +339,10 @@ export class Topology {
     host.forwarding = false;
     for (let i = 0; i < this.s.vms; i++) this.recordEnd(i, 'backend-lost');
     if (mode === 'kill') {
-      // The process is gone before anything could complete: in-flight buffers stay taken.
+      // The process is gone before anything could complete: in-flight buffers stay taken, and
+      // the packets in its own mbufs are gone with it.
       for (let i = 0; i < this.s.vms; i++) this.detachVm(host, i, 'crash');
+      this.obs.hostHeldAtCrash += this.hostPool.inUse;
       for (const be of host.backends) be.kill();
     } else {
       for (let i = 0; i < this.s.vms; i++) this.detachVm(host, i, 'graceful');
@@ -374,8 +396,11 @@ export class Topology {
       let frontendBase: RingPosition | undefined;
       if (packed) {
         used = { idx: st.lastUsedIdx, wrap: st.usedWrap ?? true };
-        const b = v.fe.vringBase(r);
-        frontendBase = { idx: b & 0x7fff, wrap: (b & 0x8000) !== 0 };
+        // Only QEMU keeps a base across a lost back-end; virtio-user resets packed rings instead.
+        if (v.fe instanceof QemuFrontend) {
+          const b = v.fe.vringBase(r);
+          frontendBase = { idx: b & 0x7fff, wrap: (b & 0x8000) !== 0 };
+        }
       } else {
         used = { idx: v.fe.guest.usedIdx(r) };
       }
@@ -450,6 +475,7 @@ export class Topology {
               }
             },
             scheduler: this.sched,
+            ...(this.tuning.completionDelay > 0 ? { completionDelay: this.tuning.completionDelay } : {}),
           });
           h.attached[vm]![r] = g;
           h.source[vm]![r] = view.device;
@@ -499,9 +525,38 @@ export class Topology {
 
   // ---- VMs -------------------------------------------------------------------------------------
 
-  launchVm(i: number): void {
+  private newFrontend(i: number): AnyFrontend {
     const s = this.s;
-    const fe = new QemuFrontend({
+    if (s.frontend === 'virtio-user-22.11') {
+      const fo = s.options?.frontend ?? {};
+      // DPDK's virtio-user binds without unlinking ("remove it and try again"): after a kill the
+      // socket file stays, and the operator removes it before starting testpmd again.
+      this.ns.unlink(socketPath(i));
+      const fe = new VirtioUserFrontend({
+        ns: this.ns,
+        path: socketPath(i),
+        server: fo.server ?? true,
+        queues: s.queues,
+        queueSize: s.queueSize,
+        packedVq: s.ring === 'packed',
+        mrgRxbuf: s.mrgRxbuf,
+        ...(fo.inOrder !== undefined ? { inOrder: fo.inOrder } : {}),
+        ...(fo.cq !== undefined ? { cq: fo.cq } : {}),
+        ramSize: this.tuning.guestRam,
+        name: `vm${i}`,
+      });
+      // Count what each packed reconnect drops per ring (the event only gives the total): TX
+      // buffers dropped there are packets lost, which the bounded-loss check must allow for.
+      const g = fe.guest;
+      const reset = g.resetRing.bind(g);
+      g.resetRing = (r: number): number => {
+        const dropped = reset(r);
+        this.obs.ringResets.push({ vm: i, vring: r, t: this.sched.now, dropped });
+        return dropped;
+      };
+      return fe;
+    }
+    return new QemuFrontend({
       ns: this.ns,
       path: socketPath(i),
       chardev: { mode: 'server' },
@@ -512,6 +567,11 @@ export class Topology {
       ramSize: this.tuning.guestRam,
       name: `vm${i}`,
     });
+  }
+
+  launchVm(i: number): void {
+    const s = this.s;
+    const fe = this.newFrontend(i);
     const area = fe.guest.bufferArea(s.ring);
     const count = Math.min(4 * s.queueSize, 4096);
     const pool = new GuestMbufPool(fe.guest.memory, area.gpa, { count });
@@ -547,6 +607,7 @@ export class Topology {
   stopVm(i: number, mode: 'quit' | 'kill'): void {
     const v = this.vms[i];
     if (!v) return;
+    this.countGuestHeld(v);
     this.detachGuest(v);
     v.pmd?.stop();
     v.net?.stop();
@@ -562,13 +623,37 @@ export class Topology {
   rebootVm(i: number): void {
     const v = this.vms[i];
     if (!v) return;
+    if (v.fe instanceof VirtioUserFrontend) {
+      // No guest OS: the device reset virtio-user can do is its testpmd closing the port
+      // (ENABLE 0, GET_VRING_BASE per vring) and a new process probing again on the same socket.
+      const old = v.fe;
+      this.stopVm(i, 'quit');
+      this.relaunching.add(i);
+      const relaunch = (): void => {
+        if (!this.relaunching.delete(i)) return;
+        if (this.vms[i] === undefined) this.launchVm(i);
+      };
+      if (old.phase === 'closed') relaunch();
+      else old.on((e) => {
+        if (e.type === 'quit') relaunch();
+      });
+      return;
+    }
     // The guest's testpmd dies with the guest OS; the new boot starts without it.
+    this.countGuestHeld(v);
     v.pmd?.stop();
     v.forwarding = false;
     this.detachGuest(v);
     this.recordEnd(i, 'device-reset');
     v.resetPending = true;
     v.fe.rebootGuest();
+  }
+
+  /** Guest mbufs in use that are not RX buffers posted on the ring: packets the guest holds. */
+  private countGuestHeld(v: VmInstance): void {
+    if (v.attachedGeneration < 0) return;
+    const rx = v.fe.guest.vring(0).driver?.inFlight ?? 0;
+    this.obs.guestHeldAtReset += Math.max(0, v.pool.inUse - rx);
   }
 
   startGuestForwarding(i: number, fwd?: FwdMode): void {
@@ -634,6 +719,7 @@ export class Topology {
     for (let i = 0; i < this.s.vms; i++) {
       if (vm !== undefined && vm !== i) continue;
       const v = this.vms[i];
+      if (!v && this.relaunching.has(i)) return false;
       if (!v) continue;
       if (v.resetPending) return false;
       for (let r = 0; r < 2 * this.s.queues; r++) if (h.attached[i]![r] === undefined) return false;
