@@ -191,6 +191,6 @@ describe('MessageDecoder', () => {
       expect(d.next()!.header.request).toBe(R.GET_FEATURES);
     }
     expect(d.bufferedBytes).toBe(0);
-    expect((d as unknown as { buf: Uint8Array }).buf.length).toBeLessThanOrEqual(256);
+    expect((d as unknown as { stream: { buf: Uint8Array } }).stream.buf.length).toBeLessThanOrEqual(256);
   });
 });

@@ -26,9 +26,10 @@
  * no `decoded`, and decoding continues with the next one.
  */
 import { ProtocolError } from './errors.ts';
-import { DPDK_22_11_MAX_PAYLOAD, HEADER_SIZE, MAX_FDS, VERSION, VERSION_MASK, decodeHeader, type MessageHeader } from './header.ts';
+import { DPDK_22_11_MAX_PAYLOAD, HEADER_SIZE, MAX_FDS, VERSION, VERSION_MASK, type MessageHeader } from './header.ts';
 import type { Payload } from './payloads.ts';
 import { checkMessage } from './codec.ts';
+import { StreamBuffer } from './stream-buffer.ts';
 import type { MessageForm, RequestSpace, RequestSpec } from './requests.ts';
 
 export interface DecoderOptions {
@@ -55,20 +56,11 @@ export interface DecodedMessage<F> {
   readonly offset: number;
 }
 
-interface FdGroup<F> {
-  readonly at: number; // stream offset of the chunk's first byte
-  readonly fds: readonly F[];
-}
-
 export class MessageDecoder<F = unknown> implements Iterable<DecodedMessage<F>> {
   private readonly space: RequestSpace;
   private readonly maxPayload: number;
   private readonly maxFds: number;
-  private buf = new Uint8Array(256);
-  private start = 0; // first unread byte in buf
-  private end_ = 0; // one past the last buffered byte in buf
-  private consumed = 0; // stream offset of buf[start]
-  private groups: FdGroup<F>[] = [];
+  private readonly stream = new StreamBuffer<F>();
   private failure: ProtocolError | undefined;
   private ended = false;
 
@@ -84,11 +76,11 @@ export class MessageDecoder<F = unknown> implements Iterable<DecodedMessage<F>> 
   }
   /** Bytes received but not yet handed out as part of a message. */
   get bufferedBytes(): number {
-    return this.end_ - this.start;
+    return this.stream.bufferedBytes;
   }
   /** Stream offset of the next unread byte. */
   get offset(): number {
-    return this.consumed;
+    return this.stream.offset;
   }
 
   /** Buffers a chunk; fds attach per the rule in the module doc. Throws only if the decoder already failed or was ended. */
@@ -97,34 +89,28 @@ export class MessageDecoder<F = unknown> implements Iterable<DecodedMessage<F>> 
     if (this.ended) throw new Error('MessageDecoder: push after end()');
     if (chunk.length === 0) {
       if (fds.length > 0) {
-        throw new ProtocolError('fds-without-bytes', `${fds.length} fds pushed with an empty chunk`, undefined, this.consumed + this.bufferedBytes);
+        throw new ProtocolError('fds-without-bytes', `${fds.length} fds pushed with an empty chunk`, undefined, this.offset + this.bufferedBytes);
       }
       return;
     }
-    if (fds.length > 0) this.groups.push({ at: this.consumed + this.bufferedBytes, fds: [...fds] });
-    this.ensure(chunk.length);
-    this.buf.set(chunk, this.end_);
-    this.end_ += chunk.length;
+    this.stream.push(chunk, fds);
   }
 
   /** The next complete message, or undefined until more bytes arrive. Throws a fatal `ProtocolError` where the framing breaks. */
   next(): DecodedMessage<F> | undefined {
     if (this.failure) throw this.failure;
-    if (this.bufferedBytes < HEADER_SIZE) return undefined;
-    const header = decodeHeader(this.buf, this.start);
-    const at = this.consumed;
+    const header = this.stream.peekHeader();
+    if (header === undefined) return undefined;
+    const at = this.stream.offset;
     if ((header.flags & VERSION_MASK) !== VERSION) {
       return this.die(new ProtocolError('bad-version', `flags 0x${header.flags.toString(16)}: version ${header.flags & VERSION_MASK}, expected 1`, header.request, at));
     }
     if (header.size > this.maxPayload) {
       return this.die(new ProtocolError('payload-too-large', `size ${header.size} above the ${this.maxPayload}-byte limit`, header.request, at));
     }
-    const total = HEADER_SIZE + header.size;
-    if (this.bufferedBytes < total) return undefined;
-    const payload = this.buf.slice(this.start + HEADER_SIZE, this.start + total);
-    const fds = this.takeFds(at + total);
-    this.start += total;
-    this.consumed += total;
+    const whole = this.stream.take(header);
+    if (whole === undefined) return undefined;
+    const { payload, fds } = whole;
     const check = checkMessage(header, payload, fds.length, { space: this.space, maxFds: this.maxFds });
     return {
       header,
@@ -157,43 +143,15 @@ export class MessageDecoder<F = unknown> implements Iterable<DecodedMessage<F>> 
     this.ended = true;
     if (this.bufferedBytes > 0) {
       const have = this.bufferedBytes;
-      const header = have >= HEADER_SIZE ? decodeHeader(this.buf, this.start) : undefined;
+      const header = this.stream.peekHeader();
       const what = header ? `${have - HEADER_SIZE} of ${header.size} payload bytes` : `${have} of ${HEADER_SIZE} header bytes`;
-      this.die(new ProtocolError('truncated', `stream ended inside a message (${what})`, header?.request, this.consumed));
+      this.die(new ProtocolError('truncated', `stream ended inside a message (${what})`, header?.request, this.offset));
     }
   }
 
   private die(e: ProtocolError): never {
     this.failure = e;
     throw e;
-  }
-
-  private takeFds(endOffset: number): F[] {
-    const out: F[] = [];
-    let i = 0;
-    while (i < this.groups.length && this.groups[i]!.at < endOffset) {
-      out.push(...this.groups[i]!.fds);
-      i++;
-    }
-    if (i > 0) this.groups.splice(0, i);
-    return out;
-  }
-
-  private ensure(extra: number): void {
-    if (this.end_ + extra <= this.buf.length) return;
-    const live = this.end_ - this.start;
-    if (live + extra <= this.buf.length / 2) {
-      // Plenty of room once the consumed prefix is dropped.
-      this.buf.copyWithin(0, this.start, this.end_);
-    } else {
-      let cap = this.buf.length * 2;
-      while (cap < live + extra) cap *= 2;
-      const nb = new Uint8Array(cap);
-      nb.set(this.buf.subarray(this.start, this.end_));
-      this.buf = nb;
-    }
-    this.start = 0;
-    this.end_ = live;
   }
 }
 

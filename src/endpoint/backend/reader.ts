@@ -10,7 +10,8 @@
  * begins (the rule of protocol/decoder.ts), which is what a reader that takes the header with
  * one recvmsg sees when senders put each message in one sendmsg.
  */
-import { HEADER_SIZE, decodeHeader, requestName, type MessageHeader } from '../../protocol/index.ts';
+import { HEADER_SIZE, requestName, type MessageHeader } from '../../protocol/index.ts';
+import { StreamBuffer } from '../../protocol/stream-buffer.ts';
 import type { AnyFd } from '../../transport/index.ts';
 import { configEvent, errorEvent, type VhostLogEvent } from './log.ts';
 import { dpdkHandlerName, type IncomingMessage } from './vhost-device.ts';
@@ -21,11 +22,7 @@ export type ReadResult =
   | { readonly kind: 'fatal'; readonly events: VhostLogEvent[]; readonly header: MessageHeader };
 
 export class DpdkMessageReader {
-  private buf = new Uint8Array(256);
-  private start = 0;
-  private end_ = 0;
-  private consumed = 0;
-  private groups: { at: number; fds: AnyFd[] }[] = [];
+  private readonly stream = new StreamBuffer<AnyFd>();
   private dead = false;
 
   constructor(
@@ -34,7 +31,7 @@ export class DpdkMessageReader {
   ) {}
 
   get bufferedBytes(): number {
-    return this.end_ - this.start;
+    return this.stream.bufferedBytes;
   }
 
   /** Buffers a chunk. After a fatal result or `close`, the fds are closed and the bytes dropped. */
@@ -47,30 +44,23 @@ export class DpdkMessageReader {
       for (const fd of fds) fd.close();
       return;
     }
-    if (fds.length > 0) this.groups.push({ at: this.consumed + this.bufferedBytes, fds: [...fds] });
-    this.ensure(chunk.length);
-    this.buf.set(chunk, this.end_);
-    this.end_ += chunk.length;
+    this.stream.push(chunk, fds);
   }
 
   /** The next whole message, a fatal framing error, or undefined until more bytes arrive. */
   next(): ReadResult | undefined {
-    if (this.dead || this.bufferedBytes < HEADER_SIZE) return undefined;
-    const header = decodeHeader(this.buf, this.start);
+    if (this.dead) return undefined;
+    const header = this.stream.peekHeader();
+    if (header === undefined) return undefined;
     if (header.size > this.maxPayload) {
       this.dead = true;
       const events = [errorEvent('invalid-msg-size', `invalid msg size: ${header.size | 0}`), this.readFailed(header.request)];
       this.dropAll();
       return { kind: 'fatal', events, header };
     }
-    const total = HEADER_SIZE + header.size;
-    if (this.bufferedBytes < total) return undefined;
-    const at = this.consumed;
-    const payload = this.buf.slice(this.start + HEADER_SIZE, this.start + total);
-    const fds = this.takeFds(at + total);
-    this.start += total;
-    this.consumed += total;
-    return { kind: 'message', message: { header, payload, fds } };
+    const whole = this.stream.take(header);
+    if (whole === undefined) return undefined;
+    return { kind: 'message', message: { header, payload: whole.payload, fds: whole.fds } };
   }
 
   /**
@@ -88,7 +78,7 @@ export class DpdkMessageReader {
     } else if (have < HEADER_SIZE) {
       events = [errorEvent('unexpected-header-size', 'Unexpected header size read'), this.readFailed(undefined)];
     } else {
-      const header = decodeHeader(this.buf, this.start);
+      const header = this.stream.peekHeader()!;
       events = [errorEvent('read-control-failed', 'read control message failed'), this.readFailed(header.request)];
     }
     this.dropAll();
@@ -108,36 +98,7 @@ export class DpdkMessageReader {
   }
 
   private dropAll(): void {
-    for (const g of this.groups) for (const fd of g.fds) if (!fd.closed) fd.close();
-    this.groups = [];
-    this.start = this.end_ = 0;
-  }
-
-  private takeFds(endOffset: number): AnyFd[] {
-    const out: AnyFd[] = [];
-    let i = 0;
-    while (i < this.groups.length && this.groups[i]!.at < endOffset) {
-      out.push(...this.groups[i]!.fds);
-      i++;
-    }
-    if (i > 0) this.groups.splice(0, i);
-    return out;
-  }
-
-  private ensure(extra: number): void {
-    if (this.end_ + extra <= this.buf.length) return;
-    const live = this.end_ - this.start;
-    if (live + extra <= this.buf.length) {
-      this.buf.copyWithin(0, this.start, this.end_);
-    } else {
-      let cap = this.buf.length * 2;
-      while (cap < live + extra) cap *= 2;
-      const nb = new Uint8Array(cap);
-      nb.set(this.buf.subarray(this.start, this.end_));
-      this.buf = nb;
-    }
-    this.start = 0;
-    this.end_ = live;
+    for (const fd of this.stream.drain()) if (!fd.closed) fd.close();
   }
 }
 
