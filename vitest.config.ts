@@ -3,7 +3,8 @@ import { defineConfig } from 'vitest/config';
 // Tests that drive real dpdk-testpmd processes run in a second pass, one file at a
 // time, so their real-time waits do not compete with the CPU-heavy property tests on
 // a 2-core machine (`npm test` runs both passes).
-const REAL_DPDK = ['conformance/dpdk-real.test.ts', 'conformance/real-model-backend.test.ts', 'conformance/real-model-frontend.test.ts', 'conformance/tap-real.test.ts'];
+// Named by convention: `conformance/*-real.test.ts` or `conformance/real-*.test.ts`.
+const REAL_DPDK = ['conformance/*-real.test.ts', 'conformance/real-*.test.ts'];
 const realPass = process.env.VHOSTSIM_TESTS === 'real-dpdk';
 
 export default defineConfig({
