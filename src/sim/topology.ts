@@ -46,15 +46,9 @@ import { SplitDevice } from '../ring/split/index.ts';
 import type { SocketNamespace } from '../transport/index.ts';
 import type { Scenario } from './scenario.ts';
 import type { Scheduler } from './scheduler.ts';
+import { hookBackendProfile, hookFrontendOptions, type ProfileHooks } from './profile-hooks.ts';
 
-/** Test-only switches that break a modelled profile on purpose (conformance tests use them). */
-export interface ProfileHooks {
-  /**
-   * A back-end that forgets the split re-base: its data path starts every split vring at index 0
-   * instead of where SET_VRING_BASE / used->idx put it.
-   */
-  backendForgetsSplitRebase?: boolean;
-}
+export type { ProfileHooks } from './profile-hooks.ts';
 
 /** Tunables of the data path; the defaults keep a plan run well under a second of wall time per case. */
 export interface DataPathTuning {
@@ -320,7 +314,7 @@ export class Topology {
       const be = new DpdkBackend({
         ns: this.ns,
         path: socketPath(i),
-        profile: { ...bo, client: bo.client ?? true, queues: s.queues },
+        profile: hookBackendProfile({ ...bo, client: bo.client ?? true, queues: s.queues }, this.hooks),
         recorder: this.recorder,
         onEvent: () => this.syncHostLater(),
         onLifecycle: (kind, dev) => this.onLifecycle(i, kind, dev),
@@ -532,7 +526,7 @@ export class Topology {
       // DPDK's virtio-user binds without unlinking ("remove it and try again"): after a kill the
       // socket file stays, and the operator removes it before starting testpmd again.
       this.ns.unlink(socketPath(i));
-      const fe = new VirtioUserFrontend({
+      const fe = new VirtioUserFrontend(hookFrontendOptions('virtio-user-22.11', {
         ns: this.ns,
         path: socketPath(i),
         server: fo.server ?? true,
@@ -544,7 +538,7 @@ export class Topology {
         ...(fo.cq !== undefined ? { cq: fo.cq } : {}),
         ramSize: this.tuning.guestRam,
         name: `vm${i}`,
-      });
+      }, this.hooks));
       // Count what each packed reconnect drops per ring (the event only gives the total): TX
       // buffers dropped there are packets lost, which the bounded-loss check must allow for.
       const g = fe.guest;
@@ -556,7 +550,7 @@ export class Topology {
       };
       return fe;
     }
-    return new QemuFrontend({
+    return new QemuFrontend(hookFrontendOptions('qemu-7.2', {
       ns: this.ns,
       path: socketPath(i),
       chardev: { mode: 'server' },
@@ -566,7 +560,7 @@ export class Topology {
       guestDriver: s.guest === 'virtio-pmd' ? 'virtio-pmd' : 'virtio-net',
       ramSize: this.tuning.guestRam,
       name: `vm${i}`,
-    });
+    }, this.hooks));
   }
 
   launchVm(i: number): void {
