@@ -18,21 +18,19 @@
  *
  * Everything happens in the namespace's scheduler's virtual time.
  */
-import type { Message } from '../../protocol/index.ts';
 import {
   TransportError,
   type AnyFd,
   type Listener,
-  type PendingConnect,
   type SocketFd,
   type SocketNamespace,
   type TransportScheduler,
 } from '../../transport/index.ts';
 import type { TraceRecorder } from '../trace-recorder.ts';
+import { BackendConnection, ClientConnector, strerror } from './connection.ts';
 import { dpdk2211Profile, type DpdkBackendOptions, type DpdkBackendProfile } from './profile.ts';
 import { configEvent, errorEvent, type VhostLogEvent } from './log.ts';
-import { DpdkMessageReader } from './reader.ts';
-import { VhostUserDevice, encodeBackendMessage, type Lifecycle, type VringView } from './vhost-device.ts';
+import { VhostUserDevice, type Lifecycle, type VringView } from './vhost-device.ts';
 
 export type BackendState =
   | 'idle' // not started
@@ -59,27 +57,6 @@ export interface DpdkBackendConfig {
   readonly onLifecycle?: (kind: Lifecycle, device: VhostUserDevice) => void;
 }
 
-const STRERROR: Record<string, string> = {
-  ENOENT: 'No such file or directory',
-  ECONNREFUSED: 'Connection refused',
-  EADDRINUSE: 'Address already in use',
-  EINVAL: 'Invalid argument',
-  EPIPE: 'Broken pipe',
-  EBADF: 'Bad file descriptor',
-};
-
-function strerror(e: TransportError): string {
-  return STRERROR[e.code] ?? e.code;
-}
-
-interface Connection {
-  readonly sock: SocketFd;
-  readonly device: VhostUserDevice;
-  readonly reader: DpdkMessageReader;
-  readonly session: number | undefined;
-  open: boolean;
-}
-
 export class DpdkBackend {
   readonly profile: DpdkBackendProfile;
   readonly path: string;
@@ -87,14 +64,12 @@ export class DpdkBackend {
   readonly events: VhostLogEvent[] = [];
   private readonly ns: SocketNamespace;
   private readonly sched: TransportScheduler;
-  private st: BackendState = 'idle';
+  private st: 'idle' | 'listening' | 'failed' | 'client' | 'stopped' = 'idle';
   private listener: Listener | undefined;
-  private pending: PendingConnect | undefined;
-  private retryTimer: { cancel(): boolean } | undefined;
-  private conns: Connection[] = [];
+  private client: ClientConnector<SocketFd> | undefined;
+  private conns: BackendConnection<AnyFd>[] = [];
   /** Socket fd numbers for log lines (the model's, not the kernel's). */
   private nextSockLabel = 100;
-  private sockLabel = -1;
   private connectionsMade = 0;
 
   constructor(private readonly cfg: DpdkBackendConfig) {
@@ -106,7 +81,7 @@ export class DpdkBackend {
   }
 
   get state(): BackendState {
-    return this.st;
+    return this.st === 'client' ? this.client!.state : this.st;
   }
 
   /** The device of the most recent live connection. */
@@ -139,11 +114,21 @@ export class DpdkBackend {
   start(): TransportError | undefined {
     if (this.st !== 'idle') throw new Error(`DpdkBackend.start in state ${this.st}`);
     if (this.profile.options.client) {
-      this.createSocket('client');
-      this.connect(false);
+      this.st = 'client';
+      this.client = new ClientConnector<SocketFd>({
+        path: this.path,
+        profile: this.profile,
+        emit: (e) => this.emit(e),
+        connect: (done) => this.ns.connect(this.path, done),
+        after: (seconds, fn) => this.sched.after(seconds, fn, `vhost_reconn ${this.path}`),
+        connected: (sock) => this.addConnection(sock),
+        nextSocketLabel: () => this.nextSockLabel++,
+      });
+      this.client.start();
       return undefined;
     }
-    this.createSocket('server');
+    const fd = this.nextSockLabel++;
+    this.emit(configEvent('INFO', `vhost-user server: socket created, fd: ${fd}`, { kind: 'socket-created', role: 'server', fd }));
     const l = this.ns.listen(this.path, (sock) => this.accept(sock));
     if (l instanceof TransportError) {
       this.emit(errorEvent('bind-failed', `failed to bind: ${strerror(l)}; remove it and try again`));
@@ -158,39 +143,30 @@ export class DpdkBackend {
 
   /** testpmd `quit`: unregister the driver: close every connection (device destroyed), stop reconnecting, remove a server's socket. */
   quit(): void {
-    if (this.st === 'stopped') return;
-    this.retryTimer?.cancel();
-    this.retryTimer = undefined;
-    this.pending?.cancel();
-    this.pending = undefined;
-    for (const c of this.conns) {
-      if (!c.open) continue;
-      this.emit(configEvent('INFO', `free connfd ${c.sock.fd}`, { kind: 'closed-locally', fd: c.sock.fd }));
-      this.closeConnection(c, { log: true });
-    }
-    if (this.listener !== undefined) {
-      this.listener.close({ unlink: true });
-      this.listener = undefined;
-    }
-    this.st = 'stopped';
+    this.stop(true);
   }
 
   /** A crash (SIGKILL): the kernel closes every fd; nothing is sent, nothing is logged, the socket file stays. */
   kill(): void {
-    if (this.st === 'stopped') return;
-    this.retryTimer?.cancel();
-    this.retryTimer = undefined;
-    this.pending?.cancel();
-    this.pending = undefined;
-    for (const c of this.conns) if (c.open) this.closeConnection(c, { log: false });
+    this.stop(false);
+  }
+
+  // ---- internals -------------------------------------------------------------------------
+
+  private stop(graceful: boolean): void {
+    if (this.state === 'stopped') return;
+    this.client?.stop();
+    for (const c of this.conns) {
+      if (!c.open) continue;
+      if (graceful) this.emit(configEvent('INFO', `free connfd ${c.sock.fd}`, { kind: 'closed-locally', fd: c.sock.fd }));
+      c.close(graceful);
+    }
     if (this.listener !== undefined) {
-      this.listener.close({ unlink: false });
+      this.listener.close({ unlink: graceful });
       this.listener = undefined;
     }
     this.st = 'stopped';
   }
-
-  // ---- internals -------------------------------------------------------------------------
 
   private emit(e: VhostLogEvent): void {
     e.t = this.sched.now;
@@ -199,54 +175,8 @@ export class DpdkBackend {
     this.cfg.onEvent?.(e);
   }
 
-  private createSocket(role: 'client' | 'server'): void {
-    this.sockLabel = this.nextSockLabel++;
-    this.emit(configEvent('INFO', `vhost-user ${role}: socket created, fd: ${this.sockLabel}`, { kind: 'socket-created', role, fd: this.sockLabel }));
-  }
-
-  /** `vhost_user_start_client` (retry=false) or one pass of the reconnect thread (retry=true). */
-  private connect(retry: boolean): void {
-    this.st = 'connecting';
-    this.pending = this.ns.connect(this.path, (r) => {
-      this.pending = undefined;
-      if (this.st === 'stopped') {
-        if (!(r instanceof TransportError)) r.close();
-        return;
-      }
-      if (r instanceof TransportError) {
-        if (retry) {
-          this.scheduleRetry();
-          return;
-        }
-        this.emit(configEvent('WARNING', `failed to connect: ${strerror(r)}`, { kind: 'connect-failed', error: strerror(r) }));
-        if (!this.profile.options.reconnect) {
-          this.st = 'failed';
-          return;
-        }
-        this.emit(configEvent('INFO', 'reconnecting...', { kind: 'reconnecting' }));
-        this.scheduleRetry();
-        return;
-      }
-      if (retry) this.emit(configEvent('INFO', 'connected', { kind: 'connected' }));
-      this.st = 'connected';
-      this.addConnection(r);
-    });
-  }
-
-  private scheduleRetry(): void {
-    this.st = 'retrying';
-    this.retryTimer = this.sched.after(
-      this.profile.options.reconnectPeriod,
-      () => {
-        this.retryTimer = undefined;
-        if (this.st === 'retrying') this.connect(true);
-      },
-      `vhost_reconn ${this.path}`,
-    );
-  }
-
   private accept(sock: SocketFd): void {
-    if (this.st === 'stopped') {
+    if (this.state === 'stopped') {
       sock.close();
       return;
     }
@@ -269,93 +199,23 @@ export class DpdkBackend {
       vid,
     );
     this.emit(configEvent('INFO', `new device, handle is ${vid}`, { kind: 'new-device', vid }));
-    const recordSessions = this.cfg.recordSessions ?? this.cfg.recorder !== undefined;
-    const session = recordSessions ? this.cfg.recorder?.openSession() : undefined;
-    const conn: Connection = { sock, device, reader: new DpdkMessageReader(this.profile.maxPayload, this.profile.options.patch), session, open: true };
     this.conns = this.conns.filter((c) => c.open);
+    const conn: BackendConnection<AnyFd> = new BackendConnection<AnyFd>(sock, device, {
+      profile: this.profile,
+      emit: (e) => this.emit(e),
+      lifecycle: (l: Lifecycle) => this.cfg.onLifecycle?.(l, device),
+      // `vhost_user_read_cb` after a failure or the peer's close: a client starts over.
+      ended: () => this.client?.restart(),
+      recorder: this.cfg.recorder,
+      recordSession: this.cfg.recordSessions ?? this.cfg.recorder !== undefined,
+      adopt: (fd) => fd,
+      wire: (fd) => fd,
+      backendRequest: (dev, req) => {
+        const ch = dev.slaveReqFd;
+        if (ch !== undefined && ch.kind === 'socket' && !ch.closed) conn.send(req, { space: 'backend', sock: ch, record: false });
+      },
+    });
     this.conns.push(conn);
     this.connectionsMade++;
-    sock.onData((chunk, fds) => this.receive(conn, chunk, fds));
-    sock.onClose(() => this.peerClosed(conn));
   }
-
-  private receive(conn: Connection, chunk: Uint8Array, fds: AnyFd[]): void {
-    if (!conn.open) {
-      for (const fd of fds) fd.close();
-      return;
-    }
-    conn.reader.push(chunk, fds);
-    for (;;) {
-      if (!conn.open) return;
-      const r = conn.reader.next();
-      if (r === undefined) return;
-      if (r.kind === 'fatal') {
-        for (const e of r.events) this.emit(e);
-        this.dropConnection(conn);
-        return;
-      }
-      const m = r.message;
-      this.cfg.recorder?.message('f2b', rawBytes(m.header, m.payload), m.fds.length);
-      const res = conn.device.handle(m);
-      for (const e of res.events) this.emit(e);
-      for (const reply of res.replies) this.send(conn.sock, reply, 'frontend');
-      for (const req of res.backendRequests) {
-        const ch = conn.device.slaveReqFd;
-        if (ch !== undefined && ch.kind === 'socket' && !ch.closed) this.send(ch, req, 'backend', false);
-      }
-      for (const l of res.lifecycle) this.cfg.onLifecycle?.(l, conn.device);
-      if (res.close) {
-        this.dropConnection(conn);
-        return;
-      }
-    }
-  }
-
-  private send(sock: SocketFd, msg: Message<AnyFd>, space: 'frontend' | 'backend', record = true): void {
-    const enc = encodeBackendMessage(msg, space, this.profile.maxFds);
-    if (record) this.cfg.recorder?.message('b2f', enc.bytes, enc.fds.length);
-    const err = sock.send(enc.bytes, enc.fds);
-    if (err !== undefined) this.emit(errorEvent('send-failed', `sendmsg error on fd ${sock.fd} (${strerror(err)})`));
-  }
-
-  private peerClosed(conn: Connection): void {
-    if (!conn.open) return;
-    for (const e of conn.reader.close()) this.emit(e);
-    this.dropConnection(conn);
-  }
-
-  /** `vhost_user_read_cb` after the handler returned -1: close, destroy, and (client) start over. */
-  private dropConnection(conn: Connection): void {
-    this.closeConnection(conn, { log: true });
-    if (this.profile.options.client && this.st !== 'stopped') {
-      if (this.profile.options.reconnect) {
-        this.createSocket('client');
-        this.connect(false);
-      } else {
-        this.st = 'stopped';
-      }
-    }
-  }
-
-  private closeConnection(conn: Connection, opts: { log: boolean }): void {
-    if (!conn.open) return;
-    conn.open = false;
-    conn.reader.discard();
-    conn.sock.close();
-    const events = conn.device.destroy();
-    const lifecycle = [...conn.device.lastLifecycle];
-    if (opts.log) for (const e of events) this.emit(e);
-    if (opts.log) for (const l of lifecycle) this.cfg.onLifecycle?.(l, conn.device);
-    if (conn.session !== undefined) this.cfg.recorder?.closeSession(conn.session);
-  }
-}
-
-function rawBytes(h: { request: number; flags: number; size: number }, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(12 + payload.length);
-  const dv = new DataView(out.buffer);
-  dv.setUint32(0, h.request >>> 0, true);
-  dv.setUint32(4, h.flags >>> 0, true);
-  dv.setUint32(8, payload.length, true);
-  out.set(payload, 12);
-  return out;
 }

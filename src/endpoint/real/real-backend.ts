@@ -21,27 +21,25 @@
  * The data path (`NetDataPath`) starts at the device's new_device() and polls until the
  * device stops.
  */
-import { encodeHeader, HEADER_SIZE, type Message } from '../../protocol/index.ts';
-import { TransportError, type AnyFd } from '../../transport/index.ts';
+import { TransportError } from '../../transport/index.ts';
 import { RealFdRegistry, connectUnix, type RealFd, type RealSocketFd } from '../../transport/real/index.ts';
 import {
-  DpdkMessageReader,
   VhostUserDevice,
   dpdk2211Profile,
-  encodeBackendMessage,
   type DpdkBackendOptions,
   type DpdkBackendProfile,
-  type IncomingMessage,
   type Lifecycle,
   type VhostLogEvent,
 } from '../backend/index.ts';
-import { configEvent, errorEvent } from '../backend/log.ts';
+import { BackendConnection, ClientConnector } from '../backend/connection.ts';
+import { configEvent } from '../backend/log.ts';
 import type { TraceRecorder } from '../trace-recorder.ts';
 import { RealFdAdapters, epochSeconds, realFdOf } from './fd-adapter.ts';
 import { NetDataPath, type DataPathOptions, type DataPathStats } from './data-path.ts';
 
 export type RealBackendState =
   | 'idle' // not started
+  | 'connecting' // only inside a connect call: a real connect answers at once
   | 'retrying' // waiting for the next connect attempt
   | 'connected'
   | 'failed' // a failed connect with reconnect off
@@ -79,12 +77,8 @@ export interface RealSession {
 }
 
 interface Connection {
-  readonly sock: RealSocketFd;
-  readonly device: VhostUserDevice;
-  readonly reader: DpdkMessageReader;
+  readonly link: BackendConnection<RealFd>;
   readonly session: RealSession;
-  readonly trace: number | undefined;
-  open: boolean;
 }
 
 interface ReadyWaiter {
@@ -106,13 +100,6 @@ function buffersInUse(d: VhostUserDevice): Set<ArrayBufferLike> {
   return s;
 }
 
-const STRERROR: Record<string, string> = {
-  ENOENT: 'No such file or directory',
-  ECONNREFUSED: 'Connection refused',
-  EAGAIN: 'Resource temporarily unavailable',
-  EINVAL: 'Invalid argument',
-};
-
 export class RealModelBackend {
   readonly path: string;
   readonly profile: DpdkBackendProfile;
@@ -123,9 +110,10 @@ export class RealModelBackend {
   readonly events: VhostLogEvent[] = [];
   readonly sessions: RealSession[] = [];
   readonly dataPath: NetDataPath | undefined;
-  private st: RealBackendState = 'idle';
+  private started = false;
+  private stoppedAll = false;
+  private readonly client: ClientConnector<RealSocketFd>;
   private conn: Connection | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
   private nextSockLabel = 100;
   private waiters: ReadyWaiter[] = [];
 
@@ -136,19 +124,36 @@ export class RealModelBackend {
     this.registry = cfg.registry ?? new RealFdRegistry(`model back-end ${cfg.path}`);
     this.adapters = new RealFdAdapters(`model back-end ${cfg.path}`);
     this.dataPath = cfg.dataPath === false ? undefined : new NetDataPath({ queues: this.profile.options.queues, ...cfg.dataPath });
+    this.client = new ClientConnector<RealSocketFd>({
+      path: this.path,
+      profile: this.profile,
+      emit: (e) => this.emit(e),
+      connect: (done) => {
+        done(this.tryConnect());
+        return undefined;
+      },
+      after: (seconds, fn) => {
+        const t = setTimeout(fn, seconds * 1000);
+        return { cancel: () => clearTimeout(t) };
+      },
+      connected: (sock) => this.addConnection(sock),
+      nextSocketLabel: () => this.nextSockLabel++,
+    });
   }
 
   get state(): RealBackendState {
-    return this.st;
+    if (this.stoppedAll) return 'stopped';
+    if (!this.started) return 'idle';
+    return this.client.state as RealBackendState;
   }
 
   /** The live connection's device. */
   get device(): VhostUserDevice | undefined {
-    return this.conn?.open ? this.conn.device : undefined;
+    return this.conn?.link.open ? this.conn.link.device : undefined;
   }
 
   get session(): RealSession | undefined {
-    return this.conn?.open ? this.conn.session : undefined;
+    return this.conn?.link.open ? this.conn.session : undefined;
   }
 
   /** Data-path counters (all zero without a data path). */
@@ -158,29 +163,20 @@ export class RealModelBackend {
 
   /** `rte_vhost_driver_start` in client mode. A failed connect without reconnect is returned. */
   start(): TransportError | undefined {
-    if (this.st !== 'idle') throw new Error(`RealModelBackend.start in state ${this.st}`);
-    this.createSocket();
-    return this.connect(false);
+    if (this.state !== 'idle') throw new Error(`RealModelBackend.start in state ${this.state}`);
+    this.started = true;
+    this.client.start();
+    return this.client.state === 'failed' ? this.client.failure : undefined;
   }
 
   /** testpmd `quit`: close the connection ("free connfd"), destroy the device, stop retrying. */
   quit(): void {
-    if (this.st === 'stopped') return;
-    this.stopRetrying();
-    const c = this.conn;
-    if (c?.open) {
-      this.emit(configEvent('INFO', `free connfd ${c.sock.fd}`, { kind: 'closed-locally', fd: c.sock.fd }), c.session);
-      this.closeConnection(c, 'closed-locally', true);
-    }
-    this.stopped();
+    this.stop(true);
   }
 
   /** A crash: every fd closed, nothing logged. */
   kill(): void {
-    if (this.st === 'stopped') return;
-    this.stopRetrying();
-    if (this.conn?.open) this.closeConnection(this.conn, 'killed', false);
-    this.stopped();
+    this.stop(false);
   }
 
   /**
@@ -189,10 +185,10 @@ export class RealModelBackend {
    * `timeoutMs` or at quit.
    */
   waitForReady(opts: { session?: number; timeoutMs?: number } = {}): Promise<RealSession> {
-    const min = opts.session ?? (this.conn?.open ? this.conn.session.n : this.sessions.length + 1);
+    const min = opts.session ?? (this.conn?.link.open ? this.conn.session.n : this.sessions.length + 1);
     const done = this.sessions.find((s) => s.n >= min && s.readyAt.length > 0);
     if (done !== undefined) return Promise.resolve(done);
-    if (this.st === 'stopped') return Promise.reject(new Error('the back-end was stopped'));
+    if (this.state === 'stopped') return Promise.reject(new Error('the back-end was stopped'));
     const timeoutMs = opts.timeoutMs ?? 15_000;
     return new Promise<RealSession>((resolve, reject) => {
       const w: ReadyWaiter = {
@@ -201,7 +197,7 @@ export class RealModelBackend {
         reject,
         timer: setTimeout(() => {
           this.waiters = this.waiters.filter((x) => x !== w);
-          reject(new Error(`${this.path}: no device ready within ${timeoutMs} ms (state ${this.st}, ${this.sessions.length} sessions)`));
+          reject(new Error(`${this.path}: no device ready within ${timeoutMs} ms (state ${this.state}, ${this.sessions.length} sessions)`));
         }, timeoutMs),
       };
       this.waiters.push(w);
@@ -218,6 +214,17 @@ export class RealModelBackend {
 
   // ---- internals -------------------------------------------------------------------------
 
+  private stop(graceful: boolean): void {
+    if (this.state === 'stopped') return;
+    this.client.stop();
+    const c = this.conn;
+    if (c?.link.open) {
+      if (graceful) this.emit(configEvent('INFO', `free connfd ${c.link.sock.fd}`, { kind: 'closed-locally', fd: c.link.sock.fd }), c.session);
+      this.closeConnection(c, graceful ? 'closed-locally' : 'killed', graceful);
+    }
+    this.stopped();
+  }
+
   private emit(e: VhostLogEvent, session?: RealSession): void {
     e.t = epochSeconds();
     e.path = this.path;
@@ -229,61 +236,18 @@ export class RealModelBackend {
     this.cfg.onEvent?.(e);
   }
 
-  /** DPDK's "socket created" line; the number is a label (the real socket exists only once connected). */
-  private createSocket(): void {
-    const fd = this.nextSockLabel++;
-    this.emit(configEvent('INFO', `vhost-user client: socket created, fd: ${fd}`, { kind: 'socket-created', role: 'client', fd }));
-  }
-
-  private tryConnect(): RealSocketFd | string {
+  private tryConnect(): RealSocketFd | Error {
     try {
-      const r = connectUnix(this.path, { registry: this.registry });
-      if (r instanceof TransportError) return STRERROR[r.code] ?? r.code;
-      return r;
+      return connectUnix(this.path, { registry: this.registry });
     } catch (e) {
       // An errno the transport does not expect from connect (EACCES, say): DPDK just retries.
-      return e instanceof Error ? e.message : String(e);
+      return e instanceof Error ? e : new Error(String(e));
     }
-  }
-
-  /** `vhost_user_start_client` (retry=false) or one pass of the reconnect thread (retry=true). */
-  private connect(retry: boolean): TransportError | undefined {
-    const r = this.tryConnect();
-    if (typeof r === 'string') {
-      if (retry) {
-        this.scheduleRetry();
-        return undefined;
-      }
-      this.emit(configEvent('WARNING', `failed to connect: ${r}`, { kind: 'connect-failed', error: r }));
-      if (!this.profile.options.reconnect) {
-        this.st = 'failed';
-        return new TransportError('ECONNREFUSED', `connect ${this.path}: ${r}`, this.path);
-      }
-      this.emit(configEvent('INFO', 'reconnecting...', { kind: 'reconnecting' }));
-      this.scheduleRetry();
-      return undefined;
-    }
-    if (retry) this.emit(configEvent('INFO', 'connected', { kind: 'connected' }));
-    this.st = 'connected';
-    this.addConnection(r);
-    return undefined;
-  }
-
-  private scheduleRetry(): void {
-    this.st = 'retrying';
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
-      if (this.st === 'retrying') this.connect(true);
-    }, this.profile.options.reconnectPeriod * 1000);
-  }
-
-  private stopRetrying(): void {
-    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
-    this.retryTimer = undefined;
   }
 
   private stopped(): void {
-    this.st = 'stopped';
+    this.stoppedAll = true;
+    this.client.stop();
     this.dataPath?.detach();
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer);
@@ -294,134 +258,79 @@ export class RealModelBackend {
   /** `vhost_user_add_connection`: a new device (handle 0: the previous one is gone). */
   private addConnection(sock: RealSocketFd): void {
     const n = this.sessions.length + 1;
-    let conn: Connection | undefined;
+    let session: RealSession | undefined;
     const device = new VhostUserDevice(
       this.profile,
       {
         path: this.path,
         memfd: (name, size) => this.adapters.createMemFd(name, size, this.registry),
-        dataPathEvent: (e) => this.emit(e, conn?.session),
+        dataPathEvent: (e) => this.emit(e, session),
       },
       0,
     );
-    const session: RealSession = { n, device, connectedAt: epochSeconds(), messages: [], events: [], readyAt: [], endedAt: undefined, end: undefined };
+    session = { n, device, connectedAt: epochSeconds(), messages: [], events: [], readyAt: [], endedAt: undefined, end: undefined };
     this.sessions.push(session);
-    conn = {
-      sock,
-      device,
-      reader: new DpdkMessageReader(this.profile.maxPayload, this.profile.options.patch),
-      session,
-      trace: this.cfg.recorder?.openSession(),
-      open: true,
-    };
-    this.conn = conn;
-    this.emit(configEvent('INFO', `new device, handle is ${device.vid}`, { kind: 'new-device', vid: device.vid }), session);
-    const c = conn;
-    sock.onData((chunk, fds) => this.receive(c, chunk, fds));
-    sock.onClose(() => this.peerClosed(c));
-  }
-
-  private receive(conn: Connection, chunk: Uint8Array, realFds: RealFd[]): void {
-    const fds = realFds.map((f) => this.adapters.adopt(f));
-    if (!conn.open) {
-      for (const fd of fds) fd.close();
-      return;
-    }
-    conn.reader.push(chunk, fds);
-    for (;;) {
-      if (!conn.open) return;
-      const r = conn.reader.next();
-      if (r === undefined) return;
-      if (r.kind === 'fatal') {
-        for (const e of r.events) this.emit(e, conn.session);
-        this.drop(conn, 'error');
-        return;
-      }
-      const m = r.message;
-      this.cfg.recorder?.message('f2b', rawMessage(m), m.fds.length);
-      const res = conn.device.handle(m);
-      for (const e of res.events) this.emit(e, conn.session);
-      for (const reply of res.replies) this.send(conn, reply);
-      // res.backendRequests stays empty: they need a SET_SLAVE_REQ_FD socket, and received
-      // sockets are adopted as plain files here (see fd-adapter.ts), so the device has none.
-      for (const l of res.lifecycle) this.lifecycle(conn, l);
+    const s = session;
+    this.emit(configEvent('INFO', `new device, handle is ${device.vid}`, { kind: 'new-device', vid: device.vid }), s);
+    let conn: Connection | undefined;
+    const link = new BackendConnection<RealFd>(sock, device, {
+      profile: this.profile,
+      emit: (e) => this.emit(e, s),
+      lifecycle: (l) => this.lifecycle(s, l),
+      ended: (how) => this.ended(conn!, how),
+      recorder: this.cfg.recorder,
+      adopt: (f) => this.adapters.adopt(f),
+      wire: (fd) => {
+        const real = realFdOf(fd);
+        if (real === undefined) throw new Error(`reply carries fd ${fd.fd}, which is not a real fd`);
+        return real;
+      },
+      // Back-end channel requests need a SET_SLAVE_REQ_FD socket; received sockets are adopted
+      // as plain files here (see fd-adapter.ts), so the device never has one.
       // Mappings the device let go of while handling (a replaced memory table) go now.
-      this.adapters.sweep(buffersInUse(conn.device));
-      if (res.close) {
-        this.drop(conn, 'error');
-        return;
-      }
-    }
+      afterMessage: (d) => this.adapters.sweep(buffersInUse(d)),
+    });
+    conn = { link, session: s };
+    this.conn = conn;
   }
 
-  private send(conn: Connection, msg: Message<AnyFd>): void {
-    const enc = encodeBackendMessage(msg, 'frontend', this.profile.maxFds);
-    const fds: RealFd[] = [];
-    for (const fd of enc.fds) {
-      const real = realFdOf(fd);
-      if (real === undefined) throw new Error(`reply carries fd ${fd.fd}, which is not a real fd`);
-      fds.push(real);
-    }
-    this.cfg.recorder?.message('b2f', enc.bytes, fds.length);
-    const err = conn.sock.send(enc.bytes, fds);
-    if (err !== undefined) this.emit(errorEvent('send-failed', `sendmsg error on fd ${conn.sock.fd} (${err.code})`), conn.session);
-  }
-
-  private lifecycle(conn: Connection, l: Lifecycle): void {
+  private lifecycle(session: RealSession, l: Lifecycle): void {
     if (l === 'new-device') {
-      conn.session.readyAt.push(epochSeconds());
-      this.dataPath?.attach(conn.device);
-      const ready = this.waiters.filter((w) => conn.session.n >= w.min);
-      this.waiters = this.waiters.filter((w) => conn.session.n < w.min);
+      session.readyAt.push(epochSeconds());
+      this.dataPath?.attach(session.device);
+      const ready = this.waiters.filter((w) => session.n >= w.min);
+      this.waiters = this.waiters.filter((w) => session.n < w.min);
       for (const w of ready) {
         clearTimeout(w.timer);
-        w.resolve(conn.session);
+        w.resolve(session);
       }
     }
-    this.cfg.onLifecycle?.(l, conn.session);
+    this.cfg.onLifecycle?.(l, session);
   }
 
-  private peerClosed(conn: Connection): void {
-    if (!conn.open) return;
-    for (const e of conn.reader.close()) this.emit(e, conn.session);
-    this.drop(conn, 'peer-closed');
-  }
-
-  /** The connection failed or the peer left: destroy, then (reconnect on) start over with a new socket. */
-  private drop(conn: Connection, end: 'peer-closed' | 'error'): void {
-    this.closeConnection(conn, end, true);
-    if (this.st === 'stopped') return;
+  /** The connection failed or the peer left: the device is destroyed; start over (reconnect on). */
+  private ended(conn: Connection, how: 'peer-closed' | 'error'): void {
+    this.dataPath?.detach(conn.session.device);
+    this.finish(conn, how);
+    if (this.state === 'stopped') return;
     if (!this.profile.options.reconnect) {
       this.stopped();
       return;
     }
-    this.createSocket();
-    this.connect(false);
+    this.client.restart();
   }
 
   private closeConnection(conn: Connection, end: NonNullable<RealSession['end']>, log: boolean): void {
-    if (!conn.open) return;
-    conn.open = false;
-    this.dataPath?.detach(conn.device);
-    conn.reader.discard();
-    conn.sock.close();
-    const events = conn.device.destroy();
-    const lifecycle = [...conn.device.lastLifecycle];
+    if (!conn.link.open) return;
+    this.dataPath?.detach(conn.session.device);
+    conn.link.close(log);
+    this.finish(conn, end);
+  }
+
+  private finish(conn: Connection, end: NonNullable<RealSession['end']>): void {
     // Every region fd is closed now: release every mapping.
     this.adapters.sweep(NOTHING_IN_USE);
-    if (log) {
-      for (const e of events) this.emit(e, conn.session);
-      for (const l of lifecycle) this.lifecycle(conn, l);
-    }
     conn.session.end = end;
     conn.session.endedAt = epochSeconds();
-    if (conn.trace !== undefined) this.cfg.recorder?.closeSession(conn.trace);
   }
-}
-
-function rawMessage(m: IncomingMessage): Uint8Array {
-  const out = new Uint8Array(HEADER_SIZE + m.payload.length);
-  encodeHeader({ request: m.header.request, flags: m.header.flags, size: m.payload.length }, out);
-  out.set(m.payload, HEADER_SIZE);
-  return out;
 }
