@@ -15,7 +15,22 @@ import type { AnyFd, EventFd, MemFd } from '../../transport/index.ts';
 import { DeviceStatus as S, VirtioFeature as F, hasFeature } from '../../virtio/index.ts';
 import { FrontendError } from './errors.ts';
 import { replyU64, replyVringState, send, type OpResult, type Sequence } from './handshake.ts';
-import { PACKED_BASE_WRAP, PROTOCOL_FEATURES_BIT, qemuAckedFeatures, qemuProtocolFeatures, type QemuDeviceConfig, type RingKind } from './profiles.ts';
+import { PACKED_BASE_WRAP, PROTOCOL_FEATURES_BIT, qemuAckedFeatures, qemuGuestOffered, qemuProtocolFeatures, type QemuDeviceConfig, type RingKind } from './profiles.ts';
+
+/**
+ * Reconnect mechanisms broken on purpose, so tests can show a verdict depends on them
+ * (src/sim/profile-hooks.ts). None is QEMU behaviour; all default off.
+ */
+export interface QemuBrokenMechanisms {
+  /** chr_closed_bh does not keep the acked features: the next back-end gets only what QEMU adds itself. */
+  forgetAckedFeatures?: boolean;
+  /** A lost back-end's split ring keeps its stale base instead of being restored from used->idx. */
+  keepStaleSplitBase?: boolean;
+  /** A lost back-end's packed ring is restored to where the guest driver has taken used buffers back to. */
+  restorePackedBase?: boolean;
+  /** A guest reset leaves the ring indices (virtio_reset does not zero them). */
+  keepRingIndicesOnReset?: boolean;
+}
 
 /** One `struct vhost_dev` (a queue pair). */
 export interface QemuVhostDev {
@@ -140,6 +155,10 @@ export interface QemuEnv {
   vringAddr(vring: number): { desc: bigint; avail: bigint; used: bigint; usedGpa: bigint };
   /** used->idx in guest memory (split rings). */
   usedIdx(vring: number): number;
+  /** Reconnect mechanisms broken on purpose (tests only; QemuFrontendOptions.broken). */
+  readonly broken?: QemuBrokenMechanisms;
+  /** With `broken.restorePackedBase`: where the device stopped on a packed ring, as guest memory shows it. */
+  packedDriverUsed?(vring: number): { idx: number; wrap: boolean } | undefined;
   /** A socketpair for the back-end channel: [QEMU's end, the end to send]. */
   backendChannel(): [AnyFd, AnyFd];
   /** The back-end channel set up by SET_SLAVE_REQ_FD failed: drop QEMU's end. */
@@ -282,10 +301,13 @@ export function* setVringEnable(st: QemuState, pair: number, enable: boolean): S
   return undefined;
 }
 
-/** peer_attach for the active pairs (virtio_net_set_queue_pairs): one SET_VRING_ENABLE(1) round. */
+/** virtio_net_set_queue_pairs: peer_attach (SET_VRING_ENABLE 1) for the active pairs, peer_detach (ENABLE 0) for the rest. */
 export function* attachRound(st: QemuState): Sequence<void> {
   const active = activePairs(st);
-  for (let p = 0; p < active; p++) yield* setVringEnable(st, p, true);
+  // hw/net/virtio-net.c virtio_net_set_queue_pairs: the pairs above curr_queue_pairs are
+  // detached (peer_detach → SET_VRING_ENABLE 0), so after a reset only the guest's MQ command
+  // brings them back. With one pair this is the single attach it always was.
+  for (let p = 0; p < st.cfg.queuePairs; p++) yield* setVringEnable(st, p, p < active);
 }
 
 /** Queue pairs in use: all with MQ acked (n->multiqueue), else one. */
@@ -335,7 +357,12 @@ function* vqStop(st: QemuState, env: QemuEnv, i: number): Sequence<void> {
   }
   if (r.error.code === 'transport') env.log('error', 'Failed to set msg fds.', r.error);
   env.log('error', `vhost VQ ${i} ring restore failed: -22: Invalid argument (22)`, r.error);
-  if (kind === 'split') st.vqs[i].lastAvailIdx = env.usedIdx(i);
+  if (kind === 'split') {
+    if (env.broken?.keepStaleSplitBase !== true) st.vqs[i].lastAvailIdx = env.usedIdx(i);
+    return;
+  }
+  const p = env.broken?.restorePackedBase === true ? env.packedDriverUsed?.(i) : undefined;
+  if (p !== undefined) Object.assign(st.vqs[i], { lastAvailIdx: p.idx, lastAvailWrap: p.wrap, usedIdx: p.idx, usedWrap: p.wrap });
 }
 
 /** vhost_dev_start for one pair (vrings=false, as virtio-net calls it). */
@@ -503,4 +530,60 @@ export function saveAckedFeatures(st: QemuState): void {
 export function resetVirtqueues(st: QemuState): void {
   for (let i = 0; i < st.vqs.length; i++) st.vqs[i] = initialVq();
   st.guestAcked = 0n;
+}
+
+// ---- events, as every glue runs them (in-process QemuFrontend, RealQemuFrontend) ---------
+
+export type StatusOutcome = 'started' | 'stopped' | 'failed' | 'unchanged';
+
+/** CHR_EVENT_OPENED: vhost_user_start on the new connection; on success the link comes up (s->started). */
+export function* netdevInit(st: QemuState, env: QemuEnv): Sequence<FrontendError | undefined> {
+  const e = yield* vhostUserStart(st, env);
+  if (e === undefined) st.linkUp = true;
+  return e;
+}
+
+/** `n` peer_attach rounds (firmware and driver start-up, or the re-attach after a reset). */
+export function* attachRounds(st: QemuState, n: number): Sequence<void> {
+  for (let i = 0; i < n; i++) yield* attachRound(st);
+}
+
+/**
+ * The guest driver sets DRIVER_OK: it acks what it `wants` of what QEMU offers (bits of
+ * user_feature_bits the back-end lacks withdrawn), lays out its rings (`setupRings`, the
+ * glue's guest memory), then virtio_net_set_status starts vhost.
+ */
+export function* guestDriverOk(st: QemuState, env: QemuEnv, wants: bigint, setupRings: (acked: bigint) => void): Sequence<StatusOutcome> {
+  const acked = wants & qemuGuestOffered(st.cfg, st.devs?.[0]?.features ?? 0n);
+  ackGuestFeatures(st, acked);
+  setupRings(acked);
+  st.driverOk = true;
+  return yield* setStatus(st, env);
+}
+
+/** The guest driver resets the device: vhost stops (SET_STATUS 0, GET_VRING_BASE), then virtio_reset. */
+export function* guestReset(st: QemuState, env: QemuEnv): Sequence<StatusOutcome> {
+  st.driverOk = false;
+  const r = yield* setStatus(st, env);
+  if (env.broken?.keepRingIndicesOnReset === true) st.guestAcked = 0n;
+  else resetVirtqueues(st);
+  return r;
+}
+
+/**
+ * chr_closed_bh: keep the acked features, set the link down, which stops vhost on the dead
+ * socket (SET_STATUS and GET_VRING_BASE fail; split rings restored from used->idx, packed
+ * rings keep their base).
+ */
+export function* chrClosed(st: QemuState, env: QemuEnv): Sequence<StatusOutcome> {
+  if (env.broken?.forgetAckedFeatures === true) st.savedAcked = 0n;
+  else saveAckedFeatures(st);
+  st.linkUp = false;
+  return yield* setStatus(st, env);
+}
+
+/** The VM stops (QEMU quits): vhost stops while the back-end is still there. */
+export function* vmStop(st: QemuState, env: QemuEnv): Sequence<StatusOutcome> {
+  st.vmRunning = false;
+  return yield* setStatus(st, env);
 }

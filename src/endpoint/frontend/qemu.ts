@@ -23,7 +23,6 @@ import { Guest } from './guest.ts';
 import {
   DEFAULT_QUEUE_SIZE,
   GUEST_DRIVERS,
-  qemuGuestOffered,
   ringFeaturesOf,
   ringKindOf,
   type GuestDriverName,
@@ -31,18 +30,21 @@ import {
   type QemuDeviceConfig,
 } from './profiles.ts';
 import {
-  ackGuestFeatures,
-  attachRound,
+  attachRounds,
+  chrClosed,
   encodeVqBase,
+  guestDriverOk,
+  guestReset,
+  netdevInit,
   newQemuState,
-  resetVirtqueues,
-  saveAckedFeatures,
   setStatus,
   setVringEnable,
-  vhostUserStart,
+  vmStop,
+  type QemuBrokenMechanisms,
   type QemuEnv,
   type QemuInflight,
   type QemuState,
+  type StatusOutcome,
 } from './qemu-seq.ts';
 import type { Sequence } from './handshake.ts';
 
@@ -77,6 +79,11 @@ export interface QemuFrontendOptions {
   /** Overrides the guest driver's boot delay. */
   readonly bootDelay?: number;
   readonly name?: string;
+  /**
+   * Reconnect mechanisms broken on purpose, for tests that show a verdict depends on them
+   * (src/sim/profile-hooks.ts). Default: none.
+   */
+  readonly broken?: QemuBrokenMechanisms;
 }
 
 export type QemuPhase =
@@ -113,6 +120,7 @@ export class QemuFrontend extends FrontendBase {
   private backendChannel: MessageChannel | undefined;
   private readonly closedBhDelay: number;
   private readonly bootDelay: number;
+  private readonly broken: QemuBrokenMechanisms;
   private reconnectTimer: { cancel(): boolean } | undefined;
   /** The last failure a sequence logged. */
   private lastSequenceError: FrontendError | undefined;
@@ -125,6 +133,7 @@ export class QemuFrontend extends FrontendBase {
     this.chardev = opts.chardev ?? { mode: 'server' };
     this.closedBhDelay = opts.closedBhDelay ?? 1e-6;
     this.bootDelay = opts.bootDelay ?? this.driver.bootDelay;
+    this.broken = opts.broken ?? {};
     this.state = newQemuState(this.cfg);
     this.guest = new Guest({
       ns: opts.ns,
@@ -194,14 +203,11 @@ export class QemuFrontend extends FrontendBase {
    */
   rebootGuest(opts: { restart?: boolean } = {}): void {
     if (this.phaseValue === 'closed') return;
-    this.runSeq('guest reset', () => this.statusChange(() => {
-      this.state.driverOk = false;
-    }), () => {
-      resetVirtqueues(this.state);
+    this.runSeq('guest reset', () => this.afterStatusOf(guestReset(this.state, this.env)), () => {
       this.guest.reset();
       this.emit('guest-reset');
     });
-    this.runSeq('attach after reset', () => this.attachRounds(this.driver.attachRounds.afterReset));
+    this.runSeq('attach after reset', () => attachRounds(this.state, this.driver.attachRounds.afterReset));
     if (opts.restart ?? true) this.runAction('schedule boot', () => this.scheduleBoot());
   }
 
@@ -221,9 +227,7 @@ export class QemuFrontend extends FrontendBase {
   /** QEMU quits: the VM stops (vhost stops), the socket closes and its file is removed. */
   quit(): void {
     if (this.phaseValue === 'closed') return;
-    this.runSeq('vm stop', () => this.statusChange(() => {
-      this.state.vmRunning = false;
-    }), () => this.shutdown(true));
+    this.runSeq('vm stop', () => this.afterStatusOf(vmStop(this.state, this.env)), () => this.shutdown(true));
   }
 
   /** QEMU is killed: the socket closes, nothing is sent, the socket file stays. */
@@ -326,7 +330,7 @@ export class QemuFrontend extends FrontendBase {
         this.onPeerClosed(conn, { midMessage: false });
       });
     });
-    this.runSeq('vhost_user_start', () => vhostUserStart(this.state, this.env), (err) => {
+    this.runSeq('vhost_user_start', () => netdevInit(this.state, this.env), (err) => {
       if (err !== undefined) {
         this.emit(err.code === 'features-lacking' ? 'refused' : 'error', { error: err, detail: 'failed to init vhost_net for queue 0' });
         // qemu_chr_fe_disconnect: the connection goes, the chardev waits for (or retries) the next.
@@ -334,7 +338,6 @@ export class QemuFrontend extends FrontendBase {
         return;
       }
       this.watched.add(conn);
-      this.state.linkUp = true;
       if (!this.guestBooted) {
         this.guestBooted = true;
         this.phaseValue = 'booting';
@@ -371,9 +374,7 @@ export class QemuFrontend extends FrontendBase {
 
   /** chr_closed_bh: keep the acked features, set the link down (which stops vhost on the dead socket). */
   private *closedBh(): Sequence<void> {
-    saveAckedFeatures(this.state);
-    this.state.linkUp = false;
-    const r = yield* setStatus(this.state, this.env);
+    const r = yield* chrClosed(this.state, this.env);
     if (r === 'stopped') {
       const bases = this.state.vqs.map((_, i) => `vring ${i} base ${this.vringBase(i)}`).join(', ');
       this.log('info', `rings restored after the lost back-end: ${bases}`);
@@ -401,30 +402,24 @@ export class QemuFrontend extends FrontendBase {
   /** The guest's firmware and driver: attach rounds, feature negotiation, rings, DRIVER_OK. */
   private bootGuest(): void {
     if (this.phaseValue === 'closed') return;
-    this.runSeq('guest attach rounds', () => this.attachRounds(this.driver.attachRounds.boot));
-    this.runSeq('guest DRIVER_OK', () => this.statusChange(() => {
-      const devFeatures = this.state.devs?.[0]?.features ?? 0n;
-      const acked = this.driver.wants & qemuGuestOffered(this.cfg, devFeatures);
-      ackGuestFeatures(this.state, acked);
-      this.guest.features = acked;
-      this.guest.setupRings(ringKindOf(acked), ringFeaturesOf(acked));
-      this.guest.status = S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK;
-      this.state.driverOk = true;
-    }));
+    this.runSeq('guest attach rounds', () => attachRounds(this.state, this.driver.attachRounds.boot));
+    this.runSeq('guest DRIVER_OK', () =>
+      this.afterStatusOf(
+        guestDriverOk(this.state, this.env, this.driver.wants, (acked) => {
+          this.guest.features = acked;
+          this.guest.setupRings(ringKindOf(acked), ringFeaturesOf(acked));
+          this.guest.status = S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK;
+        }),
+      ),
+    );
   }
 
-  private *attachRounds(n: number): Sequence<void> {
-    for (let i = 0; i < n; i++) yield* attachRound(this.state);
+  /** Runs a status-changing sequence, then updates the phase from its outcome. */
+  private *afterStatusOf(seq: Sequence<StatusOutcome>): Sequence<void> {
+    this.afterStatus(yield* seq);
   }
 
-  /** Applies a change of guest, link or VM state, then virtio_net_set_status. */
-  private *statusChange(change: () => void): Sequence<void> {
-    change();
-    const r = yield* setStatus(this.state, this.env);
-    this.afterStatus(r);
-  }
-
-  private afterStatus(r: 'started' | 'stopped' | 'failed' | 'unchanged'): void {
+  private afterStatus(r: StatusOutcome): void {
     if (this.phaseValue === 'closed') return;
     if (r === 'started') this.phaseValue = 'running';
     else if (r === 'failed') {
@@ -482,6 +477,8 @@ export class QemuFrontend extends FrontendBase {
       memoryTable: () => ({ regions: g.memoryRegions, fds: g.memoryRegionFds }),
       vringAddr: (i) => g.vringAddr(i),
       usedIdx: (i) => g.usedIdx(i),
+      broken: this.broken,
+      packedDriverUsed: (i) => g.packedUsedPosition(i),
       backendChannel: () => this.openBackendChannel(),
       dropBackendChannel: () => this.dropBackendChannel(),
       log: (level, text, error) => {

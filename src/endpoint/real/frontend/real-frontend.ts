@@ -16,22 +16,18 @@
 import { MessageDecoder, encode, requestName, type DecodedMessage, type Message } from '../../../protocol/index.ts';
 import { TransportError, type AnyFd, type EventFd, type MemFd } from '../../../transport/index.ts';
 import { MappedGuestMemory, RealEventFd, RealFdRegistry, RealMemFd, RealUnixListener, type RealFd, type RealSocketFd } from '../../../transport/real/index.ts';
-import { SplitDriver, layoutSplitRing } from '../../../ring/split/index.ts';
-import { PackedDriver } from '../../../ring/packed/index.ts';
-import type { UsedBuffer } from '../../../ring/types.ts';
 import { FrontendError } from '../../frontend/errors.ts';
 import { checkReply, runSequence, type OpResult, type ReplySpec, type SequenceIo } from '../../frontend/handshake.ts';
-import { packedLayoutAt } from '../../frontend/guest.ts';
 import { VIRTIO_USER_DEFAULTS, ringFeaturesOf, ringKindOf, type VirtioUserConfig } from '../../frontend/profiles.ts';
 import { VIRTIO_USER_MAX_REPLY_PAYLOAD } from '../../frontend/virtio-user.ts';
 import { close as closeSeq, newVirtioUserState, probe, serverReconnect, type VirtioUserEnv, type VirtioUserState } from '../../frontend/virtio-user-seq.ts';
 import { RealFdAdapters, epochSeconds, realFdOf } from '../fd-adapter.ts';
+import { BUF_SIZE, GuestPort, ringStride } from './guest-port.ts';
 
-const PAGE = 4096;
+export { BUF_SIZE };
+
 /** GPA = VA of the memory, as in the reference capture (virtio-user describes memsegs flat). */
 const BASE = 0x100c3e000;
-/** Bytes per packet buffer: a 1514-byte frame with its 12-byte header fits in one. */
-export const BUF_SIZE = 2048;
 
 export interface RealModelFrontendOptions extends Partial<VirtioUserConfig> {
   readonly path: string;
@@ -58,8 +54,6 @@ export interface RealFrontendLogLine {
   readonly text: string;
 }
 
-type Driver = SplitDriver<number> | PackedDriver<number>;
-
 interface Conn {
   readonly sock: RealSocketFd;
   readonly session: RealFrontendSession;
@@ -68,9 +62,9 @@ interface Conn {
 }
 
 /** A `SequenceIo` over a real socket: replies are queued until a sequence reads one. */
-class SocketIo implements SequenceIo {
+export class SocketIo implements SequenceIo {
   private readonly inbound: DecodedMessage<RealFd>[] = [];
-  private readonly decoder = new MessageDecoder<RealFd>({ space: 'frontend', maxPayload: VIRTIO_USER_MAX_REPLY_PAYLOAD });
+  private readonly decoder: MessageDecoder<RealFd>;
   private waiter: { spec: ReplySpec; resume: (r: OpResult) => void } | undefined;
   private gone = false;
 
@@ -78,7 +72,16 @@ class SocketIo implements SequenceIo {
     private readonly sock: RealSocketFd,
     private readonly onSent: (name: string) => void,
     private readonly onFatal: (e: Error) => void,
-  ) {}
+    /** The largest reply payload the modelled reader accepts. */
+    maxPayload = VIRTIO_USER_MAX_REPLY_PAYLOAD,
+  ) {
+    this.decoder = new MessageDecoder<RealFd>({ space: 'frontend', maxPayload });
+  }
+
+  /** The connection is gone (peer closed, closed here, or unframeable): sends fail with EPIPE. */
+  get isGone(): boolean {
+    return this.gone;
+  }
 
   /** Set when the back-end's bytes could not be framed: nothing after them can be read. */
   failure: Error | undefined;
@@ -174,18 +177,13 @@ export class RealModelFrontend {
   private readonly memHandle: MemFd;
   private readonly kicks: EventFd[] = [];
   private readonly calls: EventFd[] = [];
-  private readonly ringBase: number[] = [];
-  private readonly drivers: (Driver | undefined)[] = [];
-  private readonly bufBase: number;
+  private readonly port: GuestPort;
   private readonly env: VirtioUserEnv;
   private listener: RealUnixListener | undefined;
   private conn: Conn | undefined;
   private readonly backlog: RealSocketFd[] = [];
   private probed = false;
   private stopped = false;
-  private txSlot = 0;
-  private rxSlot = 0;
-  private readonly out: UsedBuffer<number> = { token: 0, len: 0, id: 0 };
 
   constructor(opts: RealModelFrontendOptions) {
     const { path, ramSize, registry, ...cfg } = opts;
@@ -198,7 +196,7 @@ export class RealModelFrontend {
     const size = ramSize ?? 4 << 20;
     const q = this.cfg.queueSize;
     // Every vring gets a page-rounded slot at the top of RAM (big enough for either ring kind).
-    const stride = Math.ceil(Math.max(layoutSplitRing(0, q, { legacyAlign: PAGE }).used + 6 + 8 * q, packedLayoutAt(0, q).deviceEvent + 4) / PAGE) * PAGE;
+    const stride = ringStride(q);
     if (2 * stride + 2 * q * BUF_SIZE > size) throw new RangeError(`${size} bytes of guest memory cannot hold the rings and ${2 * q} buffers`);
     this.memfd = RealMemFd.create('virtio-user-ram', size, this.registry);
     try {
@@ -210,12 +208,17 @@ export class RealModelFrontend {
     // The handle the sequences send; it owns the memfd from here on (it never maps it).
     this.memHandle = this.adapters.adopt(this.memfd) as MemFd;
     for (let i = 0; i < 2; i++) {
-      this.ringBase.push(BASE + size - (i + 1) * stride);
       this.kicks.push(this.adapters.adopt(RealEventFd.create(0, { registry: this.registry })) as EventFd);
       this.calls.push(this.adapters.adopt(RealEventFd.create(0, { registry: this.registry })) as EventFd);
-      this.drivers.push(undefined);
     }
-    this.bufBase = BASE;
+    this.port = new GuestPort({
+      memory: () => this.memory,
+      queueSize: q,
+      ringBase: [0, 1].map((i) => BASE + size - (i + 1) * stride),
+      bufBase: BASE,
+      kick: (i) => this.kicks[i]!.write(1n),
+      running: () => this.running,
+    });
     this.env = this.makeEnv(size);
   }
 
@@ -234,7 +237,7 @@ export class RealModelFrontend {
 
   /** The negotiated ring kind (after the probe). */
   get packed(): boolean {
-    return this.drivers[0] instanceof PackedDriver;
+    return this.port.packed;
   }
 
   /** Listen: "waiting for client connection...". */
@@ -261,60 +264,27 @@ export class RealModelFrontend {
 
   /** Posts empty RX buffers until `n` are posted or the ring is full; kicks if asked. */
   postRx(n: number): number {
-    const d = this.drivers[0];
-    if (d === undefined || !this.running) return 0;
-    let posted = 0;
-    for (; posted < n && d.freeDescriptors > 0; posted++) {
-      const slot = this.rxSlot++ % this.cfg.queueSize;
-      d.add([{ addr: this.bufBase + slot * BUF_SIZE, len: BUF_SIZE, writable: true }], slot);
-    }
-    this.publish(0);
-    return posted;
+    return this.port.postRx(n);
   }
 
   /** Transmits packets (virtio-net header included) one buffer each; returns how many fit. */
   send(packets: readonly Uint8Array[]): number {
-    const d = this.drivers[1];
-    if (d === undefined || !this.running) return 0;
-    const m = this.memory;
-    let sent = 0;
-    for (const p of packets) {
-      if (d.freeDescriptors === 0 || p.length > BUF_SIZE) break;
-      const slot = this.cfg.queueSize + (this.txSlot++ % this.cfg.queueSize);
-      const addr = this.bufBase + slot * BUF_SIZE;
-      m.write(addr, p);
-      d.add([{ addr, len: p.length, writable: false }], slot);
-      sent++;
-    }
-    this.publish(1);
-    return sent;
+    return this.port.send(packets);
   }
 
   /** TX buffers given back. */
   reclaimTx(): number {
-    const d = this.drivers[1];
-    if (d === undefined) return 0;
-    let n = 0;
-    while (d.reclaim(this.out)) n++;
-    return n;
+    return this.port.reclaimTx();
   }
 
   /** Received packets (virtio-net header included), oldest first. */
   receive(): Uint8Array[] {
-    const d = this.drivers[0];
-    if (d === undefined) return [];
-    const got: Uint8Array[] = [];
-    while (d.reclaim(this.out)) {
-      const b = new Uint8Array(Math.min(this.out.len, BUF_SIZE));
-      this.memory.read(this.bufBase + this.out.token * BUF_SIZE, b);
-      got.push(b);
-    }
-    return got;
+    return this.port.receive();
   }
 
   /** Buffers of vring `i` the back-end has not given back. */
   inFlight(i: number): number {
-    return this.drivers[i]?.inFlight ?? 0;
+    return this.port.inFlight(i);
   }
 
   // ---- shutdown ----------------------------------------------------------------------------
@@ -346,7 +316,7 @@ export class RealModelFrontend {
     for (const s of this.backlog.splice(0)) s.close();
     this.listener?.close({ unlink: true });
     this.listener = undefined;
-    for (let i = 0; i < this.drivers.length; i++) this.drivers[i] = undefined;
+    this.port.clear();
     this.mem.release();
     this.memHandle.close();
     for (const e of [...this.kicks, ...this.calls]) e.close();
@@ -364,11 +334,6 @@ export class RealModelFrontend {
 
   private note(level: string, text: string): void {
     this.log.push({ t: epochSeconds(), level, text });
-  }
-
-  private publish(i: number): void {
-    const d = this.drivers[i];
-    if (d !== undefined && d.publish()) this.kicks[i]!.write(1n);
   }
 
   private onAccept(sock: RealSocketFd): void {
@@ -452,27 +417,18 @@ export class RealModelFrontend {
       callFd: (i) => this.calls[i]!,
       kickFd: (i) => this.kicks[i]!,
       memoryTable: () => ({ regions: [region], fds: [this.memHandle] }),
+      // GPA = VA here, so the areas' GPAs are the addresses virtio-user sends.
       vringAddr: (i) => {
-        const d = this.drivers[i];
-        if (d === undefined) throw new RangeError(`vring ${i} is not set up`);
-        const b = this.ringBase[i]!;
-        if (d instanceof SplitDriver) {
-          const l = layoutSplitRing(b, this.cfg.queueSize, { legacyAlign: PAGE });
-          return { desc: BigInt(l.desc), avail: BigInt(l.avail), used: BigInt(l.used) };
-        }
-        const l = packedLayoutAt(b, this.cfg.queueSize);
-        return { desc: BigInt(l.desc), avail: BigInt(l.driverEvent), used: BigInt(l.deviceEvent) };
+        const a = this.port.areas(i);
+        return { desc: BigInt(a.desc), avail: BigInt(a.avail), used: BigInt(a.used) };
       },
       allocQueues: (features) => {
-        for (let i = 0; i < 2; i++) this.buildRing(i, ringKindOf(features) === 'packed', features);
+        for (let i = 0; i < 2; i++) this.port.build(i, ringKindOf(features) === 'packed', ringFeaturesOf(features));
       },
       resetPackedQueues: () => {
-        const packed = this.drivers[0] instanceof PackedDriver;
-        const f = this.state.guestFeatures;
-        for (let i = 0; i < 2; i++) {
-          this.droppedOnReset += this.drivers[i]?.inFlight ?? 0;
-          this.buildRing(i, packed, f);
-        }
+        const packed = this.port.packed;
+        const f = ringFeaturesOf(this.state.guestFeatures);
+        for (let i = 0; i < 2; i++) this.droppedOnReset += this.port.build(i, packed, f);
       },
       log: (level, text) => this.note(level, text),
       milestone: (kind) => {
@@ -482,20 +438,5 @@ export class RealModelFrontend {
         if (c?.open && kind === 'stopped') c.session.running = false;
       },
     };
-  }
-
-  private buildRing(i: number, packed: boolean, features: bigint): void {
-    const mem = this.memory;
-    const rf = ringFeaturesOf(features);
-    const b = this.ringBase[i]!;
-    if (packed) {
-      const l = packedLayoutAt(b, this.cfg.queueSize);
-      PackedDriver.init(mem, l);
-      this.drivers[i] = new PackedDriver<number>(mem, l, rf);
-    } else {
-      const l = layoutSplitRing(b, this.cfg.queueSize, { legacyAlign: PAGE });
-      SplitDriver.init(mem, l);
-      this.drivers[i] = new SplitDriver<number>(mem, l, rf);
-    }
   }
 }

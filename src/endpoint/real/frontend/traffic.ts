@@ -5,7 +5,7 @@
  */
 import { checkFrame } from '../frames.ts';
 import { udpFrame } from '../testing.ts';
-import type { RealModelFrontend } from './real-frontend.ts';
+import type { GuestTrafficPort } from './guest-port.ts';
 
 /** Offset of the UDP payload in the frame (Ethernet 14 + IPv4 20 + UDP 8). */
 const PAYLOAD = 42;
@@ -64,7 +64,7 @@ export interface ExchangeResult {
  * so socket messages and the back-end get their turn.
  */
 export async function exchange(
-  fe: RealModelFrontend,
+  fe: GuestTrafficPort,
   first: number,
   count: number,
   opts: { timeoutMs?: number; burst?: number; window?: number; len?: (seq: number) => number } = {},
