@@ -106,6 +106,19 @@ export interface DpdkBackendOptions {
    * is mapped at its offset; ≥8 GET_VRING_BASE zeroes the saved ring addresses.
    */
   patch: number;
+  /**
+   * Broken on purpose (src/sim/profile-hooks.ts), not a DPDK behaviour: skip the split-ring
+   * re-base to used->idx when a ring is mapped, so only SET_VRING_BASE places the ring.
+   */
+  skipUsedIdxResync?: boolean;
+  /** Broken on purpose (profile-hooks.ts): SET_VRING_BASE is logged but changes nothing. */
+  ignoreSetVringBase?: boolean;
+  /**
+   * Broken on purpose (profile-hooks.ts): a new connection's vrings start where the previous
+   * connection's device left them, and SET_VRING_BASE and the used->idx re-base leave them
+   * there; DPDK destroys the device and starts fresh.
+   */
+  keepVringStateAcrossConnections?: boolean;
 }
 
 export const DEFAULT_DPDK_BACKEND_OPTIONS: Readonly<DpdkBackendOptions> = Object.freeze({

@@ -155,6 +155,9 @@ const MEMFD_BLKSIZE = 0x1000n;
 /** Made-up host addresses for the memory-region log lines: region i is mapped at this + i TiB. */
 const HOST_MAP_BASE = 0x7f0000000000n;
 
+/** Broken-profile switch keepVringStateAcrossConnections: ring positions a destroyed device left, per back-end (its profile object). */
+const KEPT_POSITIONS = new WeakMap<DpdkBackendProfile, Pick<Vring, 'lastAvailIdx' | 'availWrap' | 'lastUsedIdx' | 'usedWrap'>[]>();
+
 const F = VirtioFeature;
 const PF = ProtocolFeature;
 
@@ -207,6 +210,8 @@ export class VhostUserDevice {
   /** SET_MEM_TABLE under postcopy: the next message is read inside the handler as its ack. */
   private postcopyAck: { ctx: Ctx } | undefined;
   private destroyed = false;
+  /** Vrings that took a destroyed device's positions (keepVringStateAcrossConnections): those win over the front-end's. */
+  private readonly keptVrings = new Set<number>();
 
   // Per-call collectors.
   private events: VhostLogEvent[] = [];
@@ -491,7 +496,16 @@ export class VhostUserDevice {
 
   /** `alloc_vring_queue`: allocates holes too; wrap counters start at 1. */
   private allocVring(idx: number): void {
-    for (let i = 0; i <= idx; i++) if (this.vrings[i] === undefined) this.vrings[i] = new Vring(i);
+    for (let i = 0; i <= idx; i++) {
+      if (this.vrings[i] !== undefined) continue;
+      const vq = new Vring(i);
+      const kept = this.profile.options.keepVringStateAcrossConnections === true ? KEPT_POSITIONS.get(this.profile)?.[i] : undefined;
+      if (kept !== undefined) {
+        Object.assign(vq, kept);
+        this.keptVrings.add(i);
+      }
+      this.vrings[i] = vq;
+    }
     this.nrVring = Math.max(this.nrVring, idx + 1);
   }
 
@@ -501,6 +515,7 @@ export class VhostUserDevice {
       features: this.features,
       events: this.events,
       iotlbMiss: (vq, iova, perm) => this.sendIotlbMiss(vq, iova, perm),
+      ...(this.profile.options.skipUsedIdxResync === true || this.keptVrings.size > 0 ? { skipUsedIdxResync: true } : {}),
     };
   }
 
@@ -657,6 +672,12 @@ export class VhostUserDevice {
       vq.invalidate();
       vq.kick = 'uninit';
       vq.call = 'uninit';
+    }
+    if (this.profile.options.keepVringStateAcrossConnections === true) {
+      KEPT_POSITIONS.set(
+        this.profile,
+        this.vrings.slice(0, this.nrVring).map((vq) => ({ lastAvailIdx: vq!.lastAvailIdx, availWrap: vq!.availWrap, lastUsedIdx: vq!.lastUsedIdx, usedWrap: vq!.usedWrap })),
+      );
     }
     this.postcopyAck = undefined;
     this.destroyed = true;
@@ -1006,7 +1027,9 @@ export class VhostUserDevice {
     const num = c.dv.getUint32(4, true);
     const vq = this.vrings[idx]!;
     vq.syncFromDevice();
-    if (this.isPacked) {
+    if (this.profile.options.ignoreSetVringBase === true || this.keptVrings.has(idx)) {
+      // Broken on purpose: the ring stays where this record had it.
+    } else if (this.isPacked) {
       // Bits 0-15 only; the used half is set equal to the avail half (fact sheet §5.6).
       const s = dpdkSetPackedBase(num);
       vq.lastAvailIdx = s.lastAvailIdx!;

@@ -213,6 +213,8 @@ export interface TranslateContext {
   readonly events: VhostLogEvent[];
   /** An IOTLB miss to report on the back-end channel (IOMMU_PLATFORM only). */
   iotlbMiss(vq: Vring, iova: bigint, perm: number): void;
+  /** Broken-profile switch (DpdkBackendOptions.skipUsedIdxResync): no re-base to used->idx. */
+  readonly skipUsedIdxResync?: boolean;
 }
 
 /**
@@ -305,7 +307,7 @@ export function translateRingAddresses(ctx: TranslateContext, vq: Vring): void {
   if (u === undefined || u.len !== ulen) return debug('used', 'failed to map used ring.');
   // The used area is at least 4 bytes inside one region, so used->idx is readable.
   const usedIdx = ctx.mem!.readU16(u.gpa + 2);
-  if ((vq.lastUsedIdx & 0xffff) !== usedIdx) {
+  if ((vq.lastUsedIdx & 0xffff) !== usedIdx && ctx.skipUsedIdxResync !== true) {
     ev.push(
       configEvent(
         'WARNING',

@@ -10,7 +10,7 @@
 import { GuestMemory } from '../../memory/index.ts';
 import type { VhostUserRegion } from '../../protocol/index.ts';
 import { SplitDriver, layoutSplitRing, type SplitLayout } from '../../ring/split/index.ts';
-import { PackedDriver, type PackedLayout } from '../../ring/packed/index.ts';
+import { PACKED_DESC_F_AVAIL, PACKED_DESC_F_USED, PACKED_DESC_FLAGS, PACKED_DESC_ID, PACKED_DESC_SIZE, PackedDriver, type PackedLayout } from '../../ring/packed/index.ts';
 import type { RingFeatures } from '../../ring/types.ts';
 import type { EventFd, MemFd, SocketNamespace } from '../../transport/index.ts';
 import type { RingKind } from './profiles.ts';
@@ -234,6 +234,45 @@ export class Guest {
     const l = this.vring(i).layout;
     if (l === undefined || l.kind !== 'split') throw new RangeError(`vring ${i} is not a split ring`);
     return this.memory.loadU16Acquire(l.avail + 2);
+  }
+
+  /**
+   * Where a packed ring's device stopped using buffers, read from guest memory: the driver's
+   * used position, then past every used element it has not taken back yet (each with the
+   * driver-written rest of its chain, same id, as an in-order device leaves it). Only the
+   * `qemuRestoresPackedBase` test hook asks: QEMU 7.2 has no such restore.
+   */
+  packedUsedPosition(i: number): { idx: number; wrap: boolean } | undefined {
+    const r = this.vring(i);
+    const l = r.layout;
+    if (l === undefined || l.kind !== 'packed' || r.driver === undefined || !('positions' in r.driver)) return undefined;
+    const pos = r.driver.positions();
+    if (!('nextUsed' in pos)) return undefined;
+    let p = pos.nextUsed;
+    let w = pos.usedWrap;
+    const flagsAt = (k: number): number => this.memory.loadU16Acquire(l.desc + k * PACKED_DESC_SIZE + PACKED_DESC_FLAGS);
+    const idAt = (k: number): number => this.memory.readU16(l.desc + k * PACKED_DESC_SIZE + PACKED_DESC_ID);
+    const avail = (f: number): boolean => (f & PACKED_DESC_F_AVAIL) !== 0;
+    const used = (f: number): boolean => (f & PACKED_DESC_F_USED) !== 0;
+    const step = (): void => {
+      if (++p === l.size) {
+        p = 0;
+        w = !w;
+      }
+    };
+    for (let n = 0; n < l.size; ) {
+      const f = flagsAt(p);
+      if (avail(f) !== w || used(f) !== w) break; // not used in this lap
+      const id = idAt(p);
+      step();
+      n++;
+      // The chain's other descriptors: still available in this lap, same id.
+      while (n < l.size && idAt(p) === id && avail(flagsAt(p)) === w && used(flagsAt(p)) !== w) {
+        step();
+        n++;
+      }
+    }
+    return { idx: p, wrap: w };
   }
 
   /**

@@ -38,6 +38,8 @@ export interface VirtioUserState {
   started: boolean;
   /** dev->qp_enabled. */
   qpEnabled: boolean[];
+  /** dev->queue_pairs: pairs in use, 1 until the PMD's MQ command (virtio_user_handle_mq). */
+  queuePairs: number;
   /** dev->device_features: the back-end's offer minus unsupported bits. */
   deviceFeatures: bigint;
   frontendFeatures: bigint;
@@ -63,6 +65,7 @@ export function newVirtioUserState(cfg: VirtioUserConfig, staleVringNum = 0): Vi
     status: 0,
     started: false,
     qpEnabled: new Array<boolean>(cfg.queues).fill(false),
+    queuePairs: 1,
     deviceFeatures: 0n,
     frontendFeatures: 0n,
     unsupportedFeatures: 0n,
@@ -72,6 +75,15 @@ export function newVirtioUserState(cfg: VirtioUserConfig, staleVringNum = 0): Vi
     staleVringNum,
     lastSetFeatures: undefined,
   };
+}
+
+/**
+ * Reconnect mechanisms broken on purpose, so tests can show a verdict depends on them
+ * (src/sim/profile-hooks.ts). None is DPDK behaviour; all default off.
+ */
+export interface VirtioUserBrokenMechanisms {
+  /** A server-mode reconnect keeps packed rings as they are (DPDK before 6ebbf4109f, v20.02) and still sends base 0. */
+  keepPackedRingsOnReconnect?: boolean;
 }
 
 /** What the sequences need from the rest of the front-end. */
@@ -87,6 +99,8 @@ export interface VirtioUserEnv {
   allocQueues(guestFeatures: bigint): void;
   /** virtio_user_dev_reset_queues_packed. */
   resetPackedQueues(): void;
+  /** Reconnect mechanisms broken on purpose (tests only; VirtioUserFrontendOptions.broken). */
+  readonly broken?: VirtioUserBrokenMechanisms;
   /** A PMD log line (level as DPDK's). */
   log(level: 'ERR' | 'NOTICE' | 'INFO' | 'DEBUG', text: string, error?: FrontendError): void;
   /** Lifecycle points: SET_FEATURES sent, rings handed over (start), rings taken back (stop). */
@@ -178,6 +192,23 @@ function* enableQueuePair(st: VirtioUserState, env: VirtioUserEnv, pair: number,
 }
 
 // ---- virtio_user_dev.c ------------------------------------------------------------------
+
+/**
+ * virtio_user_handle_mq (virtio_user_dev.c), run when the PMD's control queue carries
+ * VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET (virtio_dev_start with more than one queue): pairs below
+ * `n` enabled, the rest disabled, each only on a change. False (ack ~0) above max_queue_pairs.
+ */
+export function* handleMq(st: VirtioUserState, env: VirtioUserEnv, n: number): Sequence<boolean> {
+  if (n > env.cfg.queues) {
+    env.log('ERR', `multi-q config ${n}, but only ${env.cfg.queues} supported`);
+    return false;
+  }
+  let ok = true;
+  for (let p = 0; p < n; p++) ok = (yield* enableQueuePair(st, env, p, true)) && ok;
+  for (let p = n; p < env.cfg.queues; p++) ok = (yield* enableQueuePair(st, env, p, false)) && ok;
+  st.queuePairs = n;
+  return ok;
+}
 
 /** virtio_user_dev_set_features: SET_VRING_CALL for every vring (vhost allocates rings on it), then SET_FEATURES. */
 function* devSetFeatures(st: VirtioUserState, env: VirtioUserEnv): Sequence<boolean> {
@@ -382,13 +413,18 @@ export function* serverReconnect(st: VirtioUserState, env: VirtioUserEnv): Seque
   // Only when the status being replaced had DRIVER_OK: an earlier attempt that died after
   // its reset but before this point leaves a status without it, and then the packed rings
   // are not reset on this attempt (virtio_user_dev_server_reconnect's old_status test).
-  if (hasFeature(st.guestFeatures, F.RING_PACKED) && (oldStatus & S.DRIVER_OK) !== 0) {
+  if (hasFeature(st.guestFeatures, F.RING_PACKED) && (oldStatus & S.DRIVER_OK) !== 0 && env.broken?.keepPackedRingsOnReconnect !== true) {
     env.log('NOTICE', 'Packets on the fly will be dropped when packed ring reconnecting.');
     env.resetPackedQueues();
   }
   yield* virtioSetStatus(st, env, S.FEATURES_OK);
   yield* virtioSetStatus(st, env, S.DRIVER_OK);
   if (!st.started) return false;
+  // start_device enabled pair 0 only: the pairs the application had in use come back here.
+  if (st.queuePairs > 1 && !(yield* handleMq(st, env, st.queuePairs))) {
+    env.log('ERR', 'Fails to enable multi-queue pairs!');
+    return false;
+  }
   env.log('NOTICE', 'server mode virtio-user reconnection succeeds!');
   return true;
 }

@@ -17,7 +17,7 @@ import { FrontendBase, type Connection } from './base.ts';
 import { FrontendError } from './errors.ts';
 import { Guest } from './guest.ts';
 import { VIRTIO_USER_DEFAULTS, ringFeaturesOf, ringKindOf, type VirtioUserConfig } from './profiles.ts';
-import { close, newVirtioUserState, probe, serverReconnect, type ProbeResult, type VirtioUserEnv, type VirtioUserState } from './virtio-user-seq.ts';
+import { close, handleMq, newVirtioUserState, probe, serverReconnect, type ProbeResult, type VirtioUserBrokenMechanisms, type VirtioUserEnv, type VirtioUserState } from './virtio-user-seq.ts';
 
 /** virtio-user reads replies into `struct vhost_user_msg`, whose payload union is 264 bytes (the memory table). */
 export const VIRTIO_USER_MAX_REPLY_PAYLOAD = 264;
@@ -39,6 +39,8 @@ export interface VirtioUserFrontendOptions extends Partial<VirtioUserConfig> {
   /** Virtual seconds from the back-end closing to the PMD closing its fd (the 1 µs alarm of the disconnect handler). */
   readonly disconnectLatency?: number;
   readonly name?: string;
+  /** Reconnect mechanisms broken on purpose, for tests (src/sim/profile-hooks.ts). Default: none. */
+  readonly broken?: VirtioUserBrokenMechanisms;
 }
 
 export type VirtioUserPhase =
@@ -68,6 +70,7 @@ export class VirtioUserFrontend extends FrontendBase {
   private readonly env: VirtioUserEnv;
   private readonly acceptLatency: number;
   private readonly disconnectLatency: number;
+  private readonly broken: VirtioUserBrokenMechanisms;
   /** A connection is being taken up (between its accept and the start of its sequence). */
   private accepting = false;
   /** The last failure a sequence logged. */
@@ -75,11 +78,16 @@ export class VirtioUserFrontend extends FrontendBase {
 
   constructor(opts: VirtioUserFrontendOptions) {
     super({ ns: opts.ns, path: opts.path, recorder: opts.recorder, maxPayload: VIRTIO_USER_MAX_REPLY_PAYLOAD });
-    const { ns: _ns, path: _path, server, ramSize, memBase, recorder: _r, staleVringNum, acceptLatency, disconnectLatency, name, ...cfg } = opts;
-    this.cfg = { ...VIRTIO_USER_DEFAULTS, ...stripUndefined(cfg) };
+    const { ns: _ns, path: _path, server, ramSize, memBase, recorder: _r, staleVringNum, acceptLatency, disconnectLatency, name, broken, ...cfg } = opts;
+    // virtio_user_ethdev.c: more than one queue pair turns the control queue on unless `cq` is
+    // given, and `cq=0` with several pairs fails the probe ("multi-q requires ctrl-q").
+    const mq = (cfg.queues ?? VIRTIO_USER_DEFAULTS.queues) > 1;
+    if (mq && cfg.cq === false) throw new RangeError('virtio-user: multi-q requires ctrl-q (queues > 1 with cq=0)');
+    this.cfg = { ...VIRTIO_USER_DEFAULTS, ...(mq ? { cq: true } : {}), ...stripUndefined(cfg) };
     this.server = server ?? true;
     this.acceptLatency = acceptLatency ?? 0;
     this.disconnectLatency = disconnectLatency ?? 1e-6;
+    this.broken = broken ?? {};
     this.state = newVirtioUserState(this.cfg, staleVringNum ?? 0);
     this.guest = new Guest({
       ns: opts.ns,
@@ -142,6 +150,19 @@ export class VirtioUserFrontend extends FrontendBase {
       this.guest.status = this.state.status;
       this.shutdown(true);
     });
+  }
+
+  /**
+   * The application starts the port with `n` queue pairs (testpmd `--rxq=n --txq=n`):
+   * virtio_dev_start sends VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET on the control queue, which
+   * virtio-user serves itself (virtio_user_handle_mq: SET_VRING_ENABLE per pair that changes).
+   * Needs MQ negotiated; later server reconnects re-enable the same pairs.
+   */
+  guestSetQueuePairs(n: number): void {
+    if (!Number.isInteger(n) || n < 1 || n > this.cfg.queues) throw new RangeError(`queue pairs ${n} outside 1..${this.cfg.queues}`);
+    const st = this.state;
+    const env = this.env;
+    this.runSeq('virtio_user_handle_mq', () => handleMq(st, env, n));
   }
 
   /** The process dies: sockets close, nothing is sent, the socket file stays. */
@@ -292,6 +313,7 @@ export class VirtioUserFrontend extends FrontendBase {
         g.features = features;
         g.setupRings(ringKindOf(features), ringFeaturesOf(features));
       },
+      broken: this.broken,
       resetPackedQueues: () => {
         let dropped = 0;
         for (let i = 0; i < g.vringCount; i++) dropped += g.resetRing(i);
