@@ -36,6 +36,6 @@ export {
   type StreamReceiverReport,
 } from './stream.ts';
 export { GuestVirtioNet, type GuestVirtioNetOptions } from './guest-virtio-net.ts';
-export { Nic, type NicOptions, type WireEnd } from './nic.ts';
+export { Nic, flowHash, rssQueue, RSS_RETA_SIZE, type NicOptions, type WireEnd } from './nic.ts';
 export { TrafficGenerator, FlowStats, type GeneratorStreamOptions, type GeneratorReport } from './traffic-generator.ts';
 export { layoutNetRings, makeGuestDrivers, makeBackendDevice, type NetRings, type NetRingsOptions, type DeviceResume } from './ring-setup.ts';

@@ -61,6 +61,9 @@ export class VhostPort implements EthPort<Mbuf> {
   readonly txQueueStats: VhostPmdQueueStats[] = [];
   /** Every detach report, oldest first. */
   readonly detachReports: DetachReport[] = [];
+  /** Per queue: packets dequeued (q_ipackets, guest TX) and enqueued (q_opackets, guest RX), as eth_stats_get fills them. */
+  readonly rxQueuePackets: Float64Array;
+  readonly txQueuePackets: Float64Array;
   private readonly counters = new PortCounters();
 
   constructor(opts: VhostPortOptions) {
@@ -69,6 +72,8 @@ export class VhostPort implements EthPort<Mbuf> {
     this.mac = opts.mac ?? vhostDefaultMac(opts.id);
     this.nbQueues = opts.queues ?? 1;
     this.pool = opts.pool;
+    this.rxQueuePackets = new Float64Array(this.nbQueues);
+    this.txQueuePackets = new Float64Array(this.nbQueues);
     for (let q = 0; q < this.nbQueues; q++) {
       this.enqueues.push(new VhostEnqueue());
       this.dequeues.push(new VhostDequeue());
@@ -141,6 +146,7 @@ export class VhostPort implements EthPort<Mbuf> {
       this.counters.rxBytes += out[i].len;
     }
     this.counters.rxPackets += n;
+    this.rxQueuePackets[queue] += n;
     return n;
   }
 
@@ -168,6 +174,7 @@ export class VhostPort implements EthPort<Mbuf> {
     }
     this.counters.txPackets += sent;
     this.counters.txBytes += bytes;
+    this.txQueuePackets[queue] += sent;
     this.txQueueStats[queue].missedPkts += n - sent;
     return sent;
   }
@@ -179,7 +186,14 @@ export class VhostPort implements EthPort<Mbuf> {
   /** eth_stats_reset also clears missed_pkts. */
   resetStats(): void {
     this.counters.reset();
+    this.rxQueuePackets.fill(0);
+    this.txQueuePackets.fill(0);
     for (const s of this.txQueueStats) s.missedPkts = 0;
+  }
+
+  /** Per-queue packet counts (a copy, for results). */
+  queueCounts(): { rx: number[]; tx: number[] } {
+    return { rx: Array.from(this.rxQueuePackets), tx: Array.from(this.txQueuePackets) };
   }
 
   /** Sum of missed_pkts over the TX queues. */

@@ -21,8 +21,16 @@
  * its rings (a new `generation`). The glue re-synchronises after every control-plane event
  * (front-end event, back-end log event, lifecycle) rather than polling, which keeps runs cheap.
  *
+ * Several queue pairs (`queues` 1..N): every port gets N queues (testpmd `--rxq=N --txq=N`,
+ * streams RX queue q → TX queue q of the peer port), the NIC spreads generator flows over its RX
+ * queues by RSS, the guest testpmd polls every pair, the kernel guest picks a TX queue per flow.
+ * DPDK runs the device once pair 0 is ready; each further vring reaches the data path when the
+ * guest driver's MQ command (sent once per driver start, `syncGuests`) has the front-end enable
+ * it. `ready()` wants every pair the guest negotiated on both sides.
+ *
  * Everything observable for the checks (reconnects, ring positions at each end and each
- * resume, features, detach reports, ring errors) is recorded in `observations`.
+ * resume, features, detach reports, ring errors, per-queue packet counts) is recorded in
+ * `observations` and `queuePackets`.
  */
 import { DpdkBackend, type VringView, type VhostUserDevice } from '../endpoint/backend/index.ts';
 import { QemuFrontend, VirtioUserFrontend, ringFeaturesOf, type AnyFrontend } from '../endpoint/frontend/index.ts';
@@ -44,6 +52,7 @@ import type { RingDevice, RingDriver } from '../ring/factory.ts';
 import { RingError } from '../ring/errors.ts';
 import { SplitDevice } from '../ring/split/index.ts';
 import type { SocketNamespace } from '../transport/index.ts';
+import { VirtioFeature as F, hasFeature } from '../virtio/index.ts';
 import type { Scenario } from './scenario.ts';
 import type { Scheduler } from './scheduler.ts';
 import { hookBackendProfile, hookFrontendOptions, type ProfileHooks } from './profile-hooks.ts';
@@ -146,6 +155,8 @@ export interface Observations {
   guestHeldAtReset: number;
   /** virtio-user packed reconnects: buffers each rebuilt ring dropped (driver in-flight at the reset). */
   ringResets: { vm: number; vring: number; t: number; dropped: number }[];
+  /** Multi-queue: each guest driver's VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET (pairs asked for). */
+  mqCommands: { vm: number; t: number; pairs: number }[];
 }
 
 interface HostInstance {
@@ -176,9 +187,13 @@ interface VmInstance {
   connected: boolean;
   /** A guest reset was asked for and the front-end has not done it yet (its sequences are asynchronous). */
   resetPending: boolean;
+  /** The guest driver has sent its MQ command since it (re)started. */
+  mqSent: boolean;
 }
 
 const TG_MAC = parseMac('00:00:00:00:aa:01');
+/** Generator flows per queue pair when a multi-queue traffic step names none. */
+export const MQ_DEFAULT_FLOWS_PER_QUEUE = 16;
 const NIC_MAC = parseMac('3c:fd:fe:00:00:00');
 const vmMac = (i: number): number => parseMac('52:54:00:00:00:01') + i;
 
@@ -235,7 +250,7 @@ export class Topology {
   readonly tuning: DataPathTuning;
   readonly hostPool = new MbufPool('mb_pool_0');
   readonly tg?: TrafficGenerator;
-  readonly obs: Observations = { connections: [], ringEnds: [], resumes: [], detachReports: [], ringErrors: [], escaped: [], backendDownDrops: 0, hostHeldAtCrash: 0, guestHeldAtReset: 0, ringResets: [] };
+  readonly obs: Observations = { connections: [], ringEnds: [], resumes: [], detachReports: [], ringErrors: [], escaped: [], backendDownDrops: 0, hostHeldAtCrash: 0, guestHeldAtReset: 0, ringResets: [], mqCommands: [] };
   host: HostInstance | undefined;
   readonly vms: (VmInstance | undefined)[];
   /** Finished host instances' port counters are kept for the results. */
@@ -250,6 +265,8 @@ export class Topology {
   private readonly relaunching = new Set<number>();
   /** Every back-end instance launched, per VM socket (their `connections` count socket connections). */
   readonly backendsOf: DpdkBackend[][];
+  /** Per VM, per queue: packets the vhost ports of back-ends that have exited moved (dequeued, enqueued). */
+  private readonly retiredQueues: { rx: Float64Array; tx: Float64Array }[];
 
   constructor(
     scenario: Scenario,
@@ -263,8 +280,8 @@ export class Topology {
     // VM2VM streams run for a minute of virtual time per step: poll less often there.
     const vm2vm: Partial<DataPathTuning> = scenario.topology === 'vm2vm' ? { hostPoll: 2e-3, guestPoll: 2e-3 } : {};
     this.tuning = { ...DEFAULT_TUNING, ...vm2vm, ...tuning };
-    if (scenario.queues !== 1) throw new Error(`queues = ${scenario.queues}: the runner supports one queue pair per VM so far`);
     this.vms = Array.from({ length: scenario.vms }, () => undefined);
+    this.retiredQueues = Array.from({ length: scenario.vms }, () => ({ rx: new Float64Array(scenario.queues), tx: new Float64Array(scenario.queues) }));
     this.backendsOf = Array.from({ length: scenario.vms }, () => []);
     this.connCount = Array.from({ length: scenario.vms }, () => 0);
     this.lastEnd = Array.from({ length: scenario.vms }, () => []);
@@ -285,7 +302,8 @@ export class Topology {
     for (let i = 0; i < s.vms; i++) ports.push(new VhostPort({ id: firstVhostId + i, pool: this.hostPool, queues: s.queues }));
     let nic: Nic | undefined;
     if (pvp) {
-      nic = new Nic({ id: 0, mac: NIC_MAC, pool: this.hostPool, rxRingSize: 4096 });
+      // testpmd --rxq=N --txq=N: every port gets N queues, the NIC spreads flows over them (RSS).
+      nic = new Nic({ id: 0, mac: NIC_MAC, pool: this.hostPool, rxRingSize: 4096, queues: s.queues });
       nic.connect(this.tg!);
       this.tg!.connectTo(nic);
     }
@@ -301,9 +319,9 @@ export class Topology {
       ports,
       ...(nic ? { nic } : {}),
       testpmd,
-      attached: ports.map(() => [undefined, undefined]),
-      source: ports.map(() => [undefined, undefined]),
-      inner: ports.map(() => [undefined, undefined]),
+      attached: ports.map(() => new Array<RingDevice | undefined>(2 * s.queues).fill(undefined)),
+      source: ports.map(() => new Array<RingDevice | undefined>(2 * s.queues).fill(undefined)),
+      inner: ports.map(() => new Array<RingDevice | undefined>(2 * s.queues).fill(undefined)),
       attachedOf: ports.map(() => undefined),
       fwd: pvp ? 'mac' : 'io',
       forwarding: false,
@@ -343,8 +361,36 @@ export class Topology {
       for (const be of host.backends) be.quit();
     }
     if (this.tg) this.tg.connectTo(this.dead);
+    for (let i = 0; i < this.s.vms; i++) {
+      const p = host.ports[i]!;
+      const acc = this.retiredQueues[i]!;
+      for (let q = 0; q < this.s.queues; q++) {
+        acc.rx[q]! += p.rxQueuePackets[q]!;
+        acc.tx[q]! += p.txQueuePackets[q]!;
+      }
+    }
     this.lastHost = host;
     this.host = undefined;
+  }
+
+  /**
+   * Packets each of VM `vm`'s queues moved on the host side over the whole run (every back-end
+   * instance): `rx[q]` dequeued from the guest's TX vring 2q+1, `tx[q]` enqueued into its RX
+   * vring 2q. The per-queue view of "traffic resumes on every queue".
+   */
+  queuePackets(vm: number): { rx: number[]; tx: number[] } {
+    const acc = this.retiredQueues[vm]!;
+    const p = this.host?.ports[vm];
+    const rx = Array.from(acc.rx, (n, q) => n + (p?.rxQueuePackets[q] ?? 0));
+    const tx = Array.from(acc.tx, (n, q) => n + (p?.txQueuePackets[q] ?? 0));
+    return { rx, tx };
+  }
+
+  /** Queue pairs VM `vm`'s guest driver uses: all with MQ negotiated, else one. */
+  activePairs(vm: number): number {
+    const v = this.vms[vm];
+    if (!v || this.s.queues === 1) return 1;
+    return hasFeature(v.fe.guest.features, F.NET_MQ) ? this.s.queues : 1;
   }
 
   startHostForwarding(fwd?: FwdMode): void {
@@ -567,9 +613,14 @@ export class Topology {
     const s = this.s;
     const fe = this.newFrontend(i);
     const area = fe.guest.bufferArea(s.ring);
-    const count = Math.min(4 * s.queueSize, 4096);
+    let count = Math.min(4 * s.queueSize, 4096);
+    if (s.queues > 1) {
+      // Every RX ring is kept full: the mempool grows with the queues, as far as guest RAM allows.
+      count = Math.min(4 * s.queueSize * s.queues, 16384);
+      while (count > 256 && GuestMbufPool.footprint({ count }) > area.size) count = Math.floor(count * 0.9);
+    }
     const pool = new GuestMbufPool(fe.guest.memory, area.gpa, { count });
-    const v: VmInstance = { index: i, fe, pool, attachedGeneration: -1, forwarding: false, connected: false, resetPending: false };
+    const v: VmInstance = { index: i, fe, pool, attachedGeneration: -1, forwarding: false, connected: false, resetPending: false, mqSent: false };
     const kick = (r: number): void => {
       const h = this.host;
       if (h && h.attached[i]![r] !== undefined) h.ports[i]!.kick(r);
@@ -578,6 +629,7 @@ export class Topology {
       v.pmd = new GuestVirtioPmd(this.sched, {
         pool,
         features: 0n,
+        queues: s.queues,
         mac: vmMac(i),
         onKick: kick,
         fwdMode: 'mac',
@@ -586,7 +638,7 @@ export class Topology {
         name: `vm${i} virtio0`,
       });
     } else {
-      v.net = new GuestVirtioNet(this.sched, { name: `vm${i}`, mac: vmMac(i), pool, features: 0n, pollInterval: this.tuning.guestPoll, onKick: kick });
+      v.net = new GuestVirtioNet(this.sched, { name: `vm${i}`, mac: vmMac(i), pool, features: 0n, pollInterval: this.tuning.guestPoll, onKick: kick, queues: s.queues });
     }
     fe.on((e) => {
       if (e.type === 'guest-reset') v.resetPending = false;
@@ -640,13 +692,16 @@ export class Topology {
     this.detachGuest(v);
     this.recordEnd(i, 'device-reset');
     v.resetPending = true;
+    // virtio_net_reset puts curr_queue_pairs back to 1: the booting driver asks again.
+    v.mqSent = false;
     v.fe.rebootGuest();
   }
 
   /** Guest mbufs in use that are not RX buffers posted on the ring: packets the guest holds. */
   private countGuestHeld(v: VmInstance): void {
     if (v.attachedGeneration < 0) return;
-    const rx = v.fe.guest.vring(0).driver?.inFlight ?? 0;
+    let rx = 0;
+    for (let r = 0; r < 2 * this.s.queues; r += 2) rx += v.fe.guest.vring(r).driver?.inFlight ?? 0;
     this.obs.guestHeldAtReset += Math.max(0, v.pool.inUse - rx);
   }
 
@@ -673,24 +728,38 @@ export class Topology {
     v.attachedGeneration = -1;
   }
 
-  /** Gives each guest driver the rings its front-end's guest set up last. */
+  /**
+   * Gives each guest driver the rings its front-end's guest set up last (every ring of a device
+   * is rebuilt together, so vring 0's generation stands for all), each queue pair the
+   * driver uses. With MQ negotiated the driver then asks for all its pairs on the control queue
+   * (Linux virtio_net after DRIVER_OK; DPDK's virtio PMD in virtio_dev_start with --rxq/--txq),
+   * once per driver start: QEMU and virtio-user turn that into SET_VRING_ENABLE(1) per pair.
+   */
   syncGuests(): void {
     for (const v of this.vms) {
       if (!v || v.resetPending) continue;
-      const rx = v.fe.guest.vring(0);
-      const tx = v.fe.guest.vring(1);
-      if (v.attachedGeneration === rx.generation && rx.driver) continue;
-      if (v.attachedGeneration >= 0 && v.attachedGeneration !== rx.generation) this.detachGuest(v);
-      if (!rx.driver || !tx.driver) continue;
-      const f = v.fe.guest.features;
-      const drx = rx.driver as unknown as RingDriver<GuestMbuf>;
-      const dtx = tx.driver as unknown as RingDriver<GuestMbuf>;
-      if (v.pmd) v.pmd.port.attachQueuePair(0, drx, dtx, f);
-      if (v.net) {
-        v.net.qp.attach(drx, dtx, { hdrLen: vhostHeaderLength(f), mergeable: isMergeable(f) });
-        v.net.start();
+      const g = v.fe.guest;
+      const rx0 = g.vring(0);
+      if (v.attachedGeneration === rx0.generation && rx0.driver) continue;
+      if (v.attachedGeneration >= 0 && v.attachedGeneration !== rx0.generation) this.detachGuest(v);
+      const pairs = this.activePairs(v.index);
+      let complete = true;
+      for (let r = 0; r < 2 * pairs; r++) if (!g.vring(r).driver) complete = false;
+      if (!complete) continue;
+      const f = g.features;
+      for (let q = 0; q < pairs; q++) {
+        const drx = g.vring(2 * q).driver as unknown as RingDriver<GuestMbuf>;
+        const dtx = g.vring(2 * q + 1).driver as unknown as RingDriver<GuestMbuf>;
+        if (v.pmd) v.pmd.port.attachQueuePair(q, drx, dtx, f);
+        if (v.net) v.net.queuePairs[q]!.attach(drx, dtx, { hdrLen: vhostHeaderLength(f), mergeable: isMergeable(f) });
       }
-      v.attachedGeneration = rx.generation;
+      if (v.net) v.net.start();
+      v.attachedGeneration = rx0.generation;
+      if (pairs > 1 && !v.mqSent) {
+        v.mqSent = true;
+        this.obs.mqCommands.push({ vm: v.index, t: this.sched.now, pairs });
+        v.fe.guestSetQueuePairs(pairs);
+      }
     }
   }
 
@@ -716,7 +785,7 @@ export class Topology {
       if (!v && this.relaunching.has(i)) return false;
       if (!v) continue;
       if (v.resetPending) return false;
-      for (let r = 0; r < 2 * this.s.queues; r++) if (h.attached[i]![r] === undefined) return false;
+      for (let r = 0; r < 2 * this.activePairs(i); r++) if (h.attached[i]![r] === undefined) return false;
       if (v.attachedGeneration !== v.fe.guest.vring(0).generation || !v.fe.guest.vring(0).driver) return false;
     }
     return true;
@@ -726,7 +795,9 @@ export class Topology {
 
   startTraffic(o: { rate?: number; size?: number; flows?: number; seconds: number }): void {
     if (!this.tg) return;
-    this.tg.start({ ratePps: o.rate ?? this.tuning.defaultRate, frameSize: o.size ?? 64, flows: o.flows ?? 1, tick: this.tuning.tgTick, dstMac: NIC_MAC, srcMac: TG_MAC, count: this.tg.sent + Math.round((o.rate ?? this.tuning.defaultRate) * o.seconds) });
+    // One flow would sit on one RSS queue: with several pairs the default offers enough flows to reach each.
+    const flows = o.flows ?? (this.s.queues > 1 ? MQ_DEFAULT_FLOWS_PER_QUEUE * this.s.queues : 1);
+    this.tg.start({ ratePps: o.rate ?? this.tuning.defaultRate, frameSize: o.size ?? 64, flows, tick: this.tuning.tgTick, dstMac: NIC_MAC, srcMac: TG_MAC, count: this.tg.sent + Math.round((o.rate ?? this.tuning.defaultRate) * o.seconds) });
   }
 
   stopTraffic(): void {
