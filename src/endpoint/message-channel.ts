@@ -4,7 +4,7 @@ import { TransportError } from '../transport/errors.ts';
 import { encode, type Message, type EncodeOptions } from '../protocol/codec.ts';
 import { MessageDecoder, type DecodedMessage } from '../protocol/decoder.ts';
 import { ProtocolError } from '../protocol/errors.ts';
-import { HEADER_SIZE, encodeHeader } from '../protocol/header.ts';
+import { messageBytes } from '../protocol/header.ts';
 import type { RequestSpace } from '../protocol/requests.ts';
 import type { TraceRecorder } from './trace-recorder.ts';
 
@@ -91,7 +91,7 @@ export class MessageChannel {
       for (;;) {
         const m = this.decoder.next();
         if (m === undefined) break;
-        this.opts.recorder?.message(this.opts.role === 'frontend' ? 'b2f' : 'f2b', rawMessage(m), m.fds.length);
+        this.opts.recorder?.message(this.opts.role === 'frontend' ? 'b2f' : 'f2b', messageBytes(m), m.fds.length);
         this.handlers?.message(m);
         if (this.dead) return;
       }
@@ -103,11 +103,4 @@ export class MessageChannel {
       this.channel.close();
     }
   }
-}
-
-function rawMessage(m: DecodedMessage<unknown>): Uint8Array {
-  const out = new Uint8Array(HEADER_SIZE + m.payload.length);
-  encodeHeader(m.header, out);
-  out.set(m.payload, HEADER_SIZE);
-  return out;
 }

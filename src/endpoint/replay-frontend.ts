@@ -23,11 +23,10 @@ import {
   type TraceMessageRecord,
   type TraceRecord,
 } from '../sim/trace.ts';
-import { FrontendRequest as FR, requestName } from '../protocol/index.ts';
+import { FrontendRequest as FR, messageBytes, requestName } from '../protocol/index.ts';
 import { SocketNamespace, TransportError, type AnyFd, type SocketFd } from '../transport/index.ts';
 import { MessageChannel } from './message-channel.ts';
 import type { ReplayReport, ReplayStep } from './replay-report.ts';
-import { rawBytes } from './frontend/handshake.ts';
 import { VirtioUserFrontend, type VirtioUserFrontendOptions } from './frontend/virtio-user.ts';
 
 export interface ReplayFrontendOptions {
@@ -146,7 +145,7 @@ export function replayAsFrontend(records: readonly TraceRecord[], opts: ReplayFr
       mc.on({
         message: (m) => {
           for (const fd of m.fds as AnyFd[]) fd.close();
-          onModelMessage(p, rawBytes(m), m.fds.length);
+          onModelMessage(p, messageBytes(m), m.fds.length);
         },
         fatal: () => {
           p.modelClosed = true;

@@ -83,3 +83,11 @@ export function requestFlags(needReply = false): number {
 export function replyFlagsFor(requestFlags: number): number {
   return ((requestFlags & ~(VERSION_MASK | FLAG_NEED_REPLY)) | VERSION | FLAG_REPLY) >>> 0;
 }
+
+/** A decoded message's bytes as they were on the wire (header + payload), for traces and comparisons. */
+export function messageBytes(m: { header: { request: number; flags: number }; payload: Uint8Array }): Uint8Array {
+  const out = new Uint8Array(HEADER_SIZE + m.payload.length);
+  encodeHeader({ request: m.header.request, flags: m.header.flags, size: m.payload.length }, out);
+  out.set(m.payload, HEADER_SIZE);
+  return out;
+}

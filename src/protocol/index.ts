@@ -14,6 +14,7 @@ export {
   MAX_REGIONS,
   MAX_CONFIG_SIZE,
   encodeHeader,
+  messageBytes,
   decodeHeader,
   versionOf,
   isReply,

@@ -11,7 +11,7 @@
  *
  * Both are generic over the socket's fd type (model handles or real fds) and the clock.
  */
-import { encodeHeader, HEADER_SIZE, type Message } from '../../protocol/index.ts';
+import { messageBytes, type Message } from '../../protocol/index.ts';
 import { TransportError, type AnyFd } from '../../transport/index.ts';
 import type { TraceRecorder } from '../trace-recorder.ts';
 import { configEvent, errorEvent, type VhostLogEvent } from './log.ts';
@@ -61,14 +61,6 @@ const STRERROR: Record<string, string> = {
 export function strerror(e: TransportError | Error): string {
   if (e instanceof TransportError) return STRERROR[e.code] ?? e.code;
   return e.message;
-}
-
-/** A message as it was on the wire (header + payload), for the trace. */
-export function wireBytes(m: { header: { request: number; flags: number }; payload: Uint8Array }): Uint8Array {
-  const out = new Uint8Array(HEADER_SIZE + m.payload.length);
-  encodeHeader({ request: m.header.request, flags: m.header.flags, size: m.payload.length }, out);
-  out.set(m.payload, HEADER_SIZE);
-  return out;
 }
 
 export class BackendConnection<F> {
@@ -132,7 +124,7 @@ export class BackendConnection<F> {
         return;
       }
       const m = r.message;
-      this.env.recorder?.message('f2b', wireBytes(m), m.fds.length);
+      this.env.recorder?.message('f2b', messageBytes(m), m.fds.length);
       const res = this.device.handle(m);
       for (const e of res.events) this.env.emit(e);
       for (const reply of res.replies) this.send(reply);

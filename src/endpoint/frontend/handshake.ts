@@ -10,7 +10,7 @@
  * Nothing here touches a socket. `runSequence` drives a sequence against anything that can
  * send and read (a `Conversation` over a live connection, or a script in a unit test).
  */
-import { FLAG_NEED_REPLY, HEADER_SIZE, REPLY_FLAGS, encodeHeader, requestName, type DecodedMessage, type Message } from '../../protocol/index.ts';
+import { FLAG_NEED_REPLY, HEADER_SIZE, REPLY_FLAGS, requestName, type DecodedMessage, type Message } from '../../protocol/index.ts';
 import type { AnyFd } from '../../transport/index.ts';
 import type { MessageChannel } from '../message-channel.ts';
 import { FrontendError } from './errors.ts';
@@ -280,12 +280,4 @@ export class Conversation implements SequenceIo {
     }
     return undefined;
   }
-}
-
-/** The 12 + size bytes of a message record, for tests that compare wire bytes. */
-export function rawBytes(m: { header: { request: number; flags: number; size: number }; payload: Uint8Array }): Uint8Array {
-  const out = new Uint8Array(HEADER_SIZE + m.payload.length);
-  encodeHeader(m.header, out);
-  out.set(m.payload, HEADER_SIZE);
-  return out;
 }
