@@ -10,6 +10,7 @@
  * start with one or more `testpmd> ` prompts, because the prompt is written straight to the
  * terminal and the next log line lands after it.
  */
+import type { ConfigKinds, EventOf, ParsedOnlyKinds } from '../../endpoint/backend/log-kinds.ts';
 import { requestNumber, shortRequestName } from './requests.ts';
 
 /** A line of output, optionally time-stamped (milliseconds, any epoch). */
@@ -28,46 +29,8 @@ interface Base {
   text: string;
 }
 
-export type VhostEvent = Base &
-  (
-    | { kind: 'socket-created'; role: 'client' | 'server'; fd: number }
-    | { kind: 'bind-ok' }
-    | { kind: 'bind-failed'; error: string }
-    | { kind: 'new-connection'; fd: number }
-    | { kind: 'connect-failed'; error: string }
-    | { kind: 'reconnecting' }
-    | { kind: 'connected' }
-    | { kind: 'reconnect-failed'; fd: number }
-    | { kind: 'new-device'; vid: number }
-    /** `read message VHOST_USER_X`: `name` is the short name (`SET_VRING_BASE`). */
-    | { kind: 'message'; name: string; request: number | undefined }
-    /** Debug level: `processing X succeeded[ and needs reply].` / `processing X failed.` */
-    | { kind: 'processed'; name: string; request: number | undefined; ok: boolean; needsReply: boolean }
-    | { kind: 'external-request'; request: number }
-    | { kind: 'features'; value: bigint }
-    | { kind: 'protocol-features'; value: bigint }
-    | { kind: 'mergeable'; mrgRxbuf: boolean; virtio1: boolean }
-    /** SET_VRING_BASE as DPDK applied it. */
-    | { kind: 'set-vring-base'; index: number; lastUsedIdx: number; lastAvailIdx: number }
-    /** GET_VRING_BASE: `num` is the value returned to the front-end. */
-    | { kind: 'get-vring-base'; index: number; num: number }
-    | { kind: 'vring-kick'; index: number; fd: number }
-    | { kind: 'vring-call'; index: number; fd: number }
-    /** SET_VRING_ENABLE: `index` is the vring index (DPDK prints it as "qp idx"). */
-    | { kind: 'enable'; index: number; enable: boolean }
-    | { kind: 'status'; value: number }
-    | { kind: 'memory-region'; size: bigint; guestPhysAddr?: bigint; guestVirtAddr?: bigint; mmapSize?: bigint; mmapAlign?: bigint; mmapOffset?: bigint }
-    | { kind: 'memory-unchanged' }
-    | { kind: 'ring-mapped'; ring: 'desc' | 'avail' | 'used'; addr: bigint }
-    /** Split ring: guest used->idx differs from the base; DPDK resyncs both indices to it. */
-    | { kind: 'used-idx-mismatch'; lastUsedIdx: number; usedIdx: number }
-    | { kind: 'ready' }
-    | { kind: 'peer-closed' }
-    /** The back-end closed the connection itself (driver unregistered, e.g. at `quit`). */
-    | { kind: 'closed-locally'; fd: number }
-    | { kind: 'error'; message: string }
-    | { kind: 'other' }
-  );
+/** Every kind the parser reads and its fields, shared with the model's `VhostLogEvent`: log-kinds.ts. */
+export type VhostEvent = Base & EventOf<ConfigKinds<'parsed'> & ParsedOnlyKinds>;
 
 export type VhostEventKind = VhostEvent['kind'];
 

@@ -6,57 +6,21 @@
  *   `text` is exactly DPDK's text (printf arguments filled in with the model's values: fd
  *   numbers are the model's, host addresses are made up) and `more` holds the tab-indented
  *   continuation lines (device status bits, memory-region details). `kind` and the typed fields
- *   use the names of the real-log parser (src/adapters/dpdk/vhost-log.ts), so
- *   `parseVhostLog(formatVhostLog(events))` reads a model run like a real one.
+ *   are declared once for this and the real-log parser (src/adapters/dpdk/vhost-log.ts) in
+ *   log-kinds.ts, so `parseVhostLog(formatVhostLog(events))` reads a model run like a real one.
  * - `source: 'pmd'` events are the net_vhost PMD's lines ("Vhost device 0 created", "vring1 is
  *   enabled"); testpmd hides them by default (logtype pmd.net.vhost at NOTICE).
  * - `source: 'model'` events have no DPDK counterpart: places where the model refuses
  *   something DPDK would have turned into undefined behaviour, and data-path ring errors.
  */
 
+import type { ConfigKinds, ErrorCode, EventOf, ModelNote, ModelOnlyKinds } from './log-kinds.ts';
+
+// Callers import these from here.
+export type { ErrorCode, ModelNote } from './log-kinds.ts';
+
 export type LogLevel = 'ERR' | 'WARNING' | 'NOTICE' | 'INFO' | 'DEBUG';
 export type LogSource = 'config' | 'pmd' | 'model';
-
-/** Why a request or the connection failed; one code per DPDK error line (plus model-only ones). */
-export type ErrorCode =
-  | 'read-failed' // vhost read message [for X ]failed
-  | 'unexpected-header-size'
-  | 'invalid-msg-size'
-  | 'read-control-failed'
-  | 'truncated-msg' // 22.11.0: more fds than the control buffer holds
-  | 'truncated-control-data' // ≥22.11.2: logged, extra fds dropped
-  | 'expect-fds'
-  | 'processing-failed'
-  | 'not-handled'
-  | 'handling-failed'
-  | 'alloc-queue-failed' // vring index ≥ 256
-  | 'invalid-vring-index'
-  | 'invalid-features'
-  | 'features-changed'
-  | 'invalid-protocol-features'
-  | 'invalid-vring-size'
-  | 'too-many-regions'
-  | 'mmap-failed'
-  | 'mmap-overflow'
-  | 'invalid-mmap-size'
-  | 'invalid-log-size'
-  | 'log-overflow'
-  | 'log-mmap-failed'
-  | 'invalid-status'
-  | 'features-ok-failed'
-  | 'invalid-mtu'
-  | 'not-vdpa'
-  | 'config-too-large'
-  | 'invalid-iotlb-type'
-  | 'userfaultfd'
-  | 'postcopy-listen-regions'
-  | 'postcopy-ack'
-  | 'invalid-inflight-size'
-  | 'inflight-alloc-failed'
-  | 'inflight-mmap-failed'
-  | 'iotlb-miss-send-failed'
-  | 'send-failed' // sendmsg error on fd %d (%s)
-  | 'bind-failed';
 
 interface Base {
   readonly level: LogLevel;
@@ -71,68 +35,10 @@ interface Base {
   path?: string;
 }
 
-export type VhostLogEvent = Base &
-  (
-    | { kind: 'socket-created'; role: 'client' | 'server'; fd: number }
-    | { kind: 'bind-ok' }
-    | { kind: 'bind-failed'; error: string }
-    | { kind: 'new-connection'; fd: number }
-    | { kind: 'connect-failed'; error: string }
-    | { kind: 'reconnecting' }
-    | { kind: 'connected' }
-    | { kind: 'reconnect-failed'; fd: number }
-    | { kind: 'new-device'; vid: number }
-    | { kind: 'message'; name: string; request: number }
-    | { kind: 'processed'; name: string; request: number; ok: boolean; needsReply: boolean }
-    | { kind: 'external-request'; request: number }
-    | { kind: 'features'; value: bigint }
-    | { kind: 'protocol-features'; value: bigint }
-    | { kind: 'mergeable'; mrgRxbuf: boolean; virtio1: boolean }
-    | { kind: 'set-vring-base'; index: number; lastUsedIdx: number; lastAvailIdx: number }
-    | { kind: 'get-vring-base'; index: number; num: number }
-    | { kind: 'vring-kick'; index: number; fd: number }
-    | { kind: 'vring-call'; index: number; fd: number }
-    | { kind: 'enable'; index: number; enable: boolean }
-    | { kind: 'status'; value: number }
-    | { kind: 'memory-region'; size: bigint; guestPhysAddr: bigint; guestVirtAddr: bigint; mmapSize: bigint; mmapOffset: bigint }
-    | { kind: 'memory-unchanged' }
-    | { kind: 'ring-mapped'; ring: 'desc' | 'avail' | 'used'; addr: bigint }
-    | { kind: 'ring-map-failed'; ring: 'desc' | 'avail' | 'used' | 'log' }
-    | { kind: 'log-guest-addr'; addr: bigint }
-    | { kind: 'used-idx-mismatch'; index: number; lastUsedIdx: number; usedIdx: number }
-    | { kind: 'not-implemented'; request: string }
-    | { kind: 'log-base'; size: bigint; offset: bigint }
-    | { kind: 'inflight'; field: string; value: bigint | number }
-    | { kind: 'mac'; mac: string }
-    | { kind: 'ready' }
-    | { kind: 'peer-closed' }
-    | { kind: 'closed-locally'; fd: number }
-    | { kind: 'error'; code: ErrorCode }
-    // net_vhost PMD
-    | { kind: 'device-created'; vid: number }
-    | { kind: 'device-destroyed'; vid: number }
-    | { kind: 'vring-state'; index: number; enable: boolean }
-    // model only
-    | { kind: 'model'; what: ModelNote }
-  );
+/** Every kind the model emits and its fields: log-kinds.ts. */
+export type VhostLogEvent = Base & EventOf<ConfigKinds<'model'> & ModelOnlyKinds>;
 
 export type VhostLogKind = VhostLogEvent['kind'];
-
-/**
- * Model-only notes: where DPDK 22.11 would read uninitialised stack memory, map past the end
- * of a file (SIGBUS on first access), follow a dangling pointer or index outside a ring, the
- * model refuses instead, and says so.
- */
-export type ModelNote =
-  | 'short-payload' // payload shorter than the handler reads: DPDK reads stale stack bytes
-  | 'mapping-beyond-file' // DPDK maps it and faults on first access
-  | 'not-a-memfd' // an fd that cannot be mapped (eventfd, socket)
-  | 'unsupported-memory-table' // regions GuestMemory cannot represent (overlap, alignment, ≥ 2^53)
-  | 'ring-device-unavailable' // the ring is mapped but its device half cannot be built
-  | 'ring-error' // the data path met a malformed chain: that queue stops
-  | 'inflight-region-outside-mapping'
-  | 'inflight-too-large'
-  | 'iotlb-miss';
 
 /** The PMD's ifname-free logtype prints no prefix; the library prefixes `VHOST_CONFIG: (<path>) `. */
 export function formatVhostLogLines(ev: VhostLogEvent, path = ev.path ?? ''): string[] {
