@@ -9,13 +9,15 @@
  *   Each verdict carries evidence; a failure the reference model (models/session.ts) predicts
  *   for a modelled profile is `fails-as-modelled` with its mechanism; one it does not predict is
  *   `violated`.
+ *
+ * In a run the per-event checks of src/sim/monitors.ts feed both (`RunMonitors`); the functions
+ * here also judge a whole trace or observation list at once, with the same rules.
  */
 import { allowedLoss, expectedResumeIndex, type RingPos } from '../../models/session.ts';
-import { RingError } from '../ring/errors.ts';
-import { GuestMemoryError } from '../memory/index.ts';
-import type { InvariantResult, Mechanism, PropertyResult, Verdict } from './results.ts';
+import { EscapeMonitor, FeaturesMonitor, modelInvariantResults, refOf, TraceMonitor, type EventAt, type RunMonitors } from './monitors.ts';
+import type { EventRef, InvariantResult, Mechanism, PropertyResult, Verdict } from './results.ts';
 import type { Scenario } from './scenario.ts';
-import { checkTraceMessage, isMessageRecord, type TraceRecord } from './trace.ts';
+import { isMessageRecord, type TraceRecord } from './trace.ts';
 import type { Observations, RingResume } from './topology.ts';
 
 const hex = (n: bigint): string => `0x${n.toString(16)}`;
@@ -29,65 +31,40 @@ export interface EscapedError {
   error: unknown;
 }
 
-/** Is this a memory-safety failure (ring or guest-memory error escaping as a crash)? */
-export function isMemoryFault(e: unknown): boolean {
-  let cur: unknown = e;
-  for (let k = 0; k < 5 && cur !== undefined && cur !== null; k++) {
-    if (cur instanceof RingError || cur instanceof GuestMemoryError) return true;
-    cur = (cur as { cause?: unknown }).cause;
-  }
-  return false;
-}
+export { isMemoryFault } from './monitors.ts';
 
+/**
+ * The model invariants over a whole trace at once (a run's end, or a trace read from a file): the
+ * same checks the runner makes after every event (src/sim/monitors.ts), here with each record's
+ * own time and description as its event.
+ */
 export function checkModelInvariants(input: {
   trace: readonly TraceRecord[];
   escaped: readonly EscapedError[];
   /** undefined: determinism not checked in this run. */
   determinism?: { same: boolean; hashA: string; hashB: string };
 }): InvariantResult[] {
-  const out: InvariantResult[] = [];
-  const mem = input.escaped.find((e) => isMemoryFault(e.error));
-  out.push(
-    mem
-      ? { name: 'memory-safety', verdict: 'violated', checks: 1, firstViolation: { t: mem.t, event: mem.where, reason: `${(mem.error as Error).message ?? String(mem.error)} escaped model code` } }
-      : { name: 'memory-safety', verdict: 'holds', checks: 1 },
-  );
-  let checks = 0;
-  let bad: InvariantResult['firstViolation'];
+  const tr = new TraceMonitor(input.trace);
+  const esc = new EscapeMonitor(input.escaped);
+  const at: EventAt = { t: 0, label: '', seq: undefined, step: undefined };
+  // One record (or escaped error) at a time, so each violation names its own.
   input.trace.forEach((r, i) => {
-    if (!isMessageRecord(r)) return;
-    checks++;
-    if (bad) return;
-    const c = checkTraceMessage(r);
-    if (c.error) bad = { t: r.t, event: `${r.dir} request ${r.request}`, traceLine: i + 1, reason: c.error.message };
+    at.t = r.t;
+    at.label = isMessageRecord(r) ? `${r.dir} request ${r.request}` : `${r.event} ${r.n}`;
+    tr.checkUpTo(at, i + 1);
   });
-  out.push(bad ? { name: 'well-formed-messages', verdict: 'violated', checks, firstViolation: bad } : { name: 'well-formed-messages', verdict: 'holds', checks });
-  // Sessions open and close in pairs, numbered 1, 2, … with no message outside an open session.
-  const open = new Set<number>();
-  let next = 1;
-  let tbad: InvariantResult['firstViolation'];
-  let tchecks = 0;
-  input.trace.forEach((r, i) => {
-    tchecks++;
-    if (tbad) return;
-    if (isMessageRecord(r)) {
-      if (open.size === 0) tbad = { t: r.t, event: `${r.dir} request ${r.request}`, traceLine: i + 1, reason: 'a message outside any open session' };
-    } else if (r.event === 'session') {
-      if (r.n !== next) tbad = { t: r.t, event: `session ${r.n}`, traceLine: i + 1, reason: `session ${r.n} opened, expected ${next}` };
-      open.add(r.n);
-      next++;
-    } else if (r.event === 'closed') {
-      if (!open.delete(r.n)) tbad = { t: r.t, event: `closed ${r.n}`, traceLine: i + 1, reason: `session ${r.n} closed but not open` };
-    }
+  input.escaped.forEach((e, k) => {
+    at.t = e.t;
+    at.label = e.where;
+    esc.checkUpTo(at, k + 1);
   });
-  // Any other error escaping model code aborted the run: what followed was never traced.
-  const other = input.escaped.find((e) => !isMemoryFault(e.error));
-  if (other && !tbad) tbad = { t: other.t, event: other.where, reason: `the run aborted (${other.error instanceof Error ? other.error.message : String(other.error)}): the trace stops there` };
-  out.push(tbad ? { name: 'trace-complete', verdict: 'violated', checks: tchecks, firstViolation: tbad } : { name: 'trace-complete', verdict: 'holds', checks: tchecks });
+  const out = modelInvariantResults(esc, tr, 'end-of-run', 1);
   const d = input.determinism;
-  if (d === undefined) out.push({ name: 'deterministic', verdict: 'holds', checks: 0 });
-  else if (d.same) out.push({ name: 'deterministic', verdict: 'holds', checks: 1 });
-  else out.push({ name: 'deterministic', verdict: 'violated', checks: 1, firstViolation: { t: 0, event: 'replay', reason: `same seed gave different traces (sha256 ${d.hashA.slice(0, 12)} vs ${d.hashB.slice(0, 12)})` } });
+  if (d !== undefined) {
+    out[3] = d.same
+      ? { name: 'deterministic', verdict: 'holds', checks: 1 }
+      : { name: 'deterministic', verdict: 'violated', checks: 1, firstViolation: { t: 0, event: 'replay', reason: `same seed gave different traces (sha256 ${d.hashA.slice(0, 12)} vs ${d.hashB.slice(0, 12)})` } };
+  }
   return out;
 }
 
@@ -166,6 +143,22 @@ export function unattributedLoss(s: Scenario, traffic: readonly TrafficRecord[])
   return traffic.reduce((n, t) => n + Math.max(0, t.lost - t.attributed), 0);
 }
 
+/** A VM killed during traffic and the packets that died with it (src/sim/runner.ts). */
+export interface VmKill {
+  vm: number;
+  t: number;
+  /** Packets the back-end had put on the guest's RX ring that the guest had not read. */
+  rxUnread: number;
+  /** Packets between RX and TX inside the guest's testpmd. */
+  inTestpmd: number;
+  /** Packets posted on the guest's TX ring that the back-end had not taken. */
+  txNotTaken: number;
+  /** Packets the back-end put on the dead guest's RX ring before it saw the socket close. */
+  afterKill: number;
+  /** Packets the host testpmd dropped for the VM's port after that, while the VM was down (not lost by the guest). */
+  whileDown: number;
+}
+
 export interface LivenessRecord {
   /** What restarted: `backend`, `vm0` … */
   what: string;
@@ -175,28 +168,56 @@ export interface LivenessRecord {
   readyAt: number | undefined;
   /** Did the next traffic step after it flow. */
   trafficResumed: boolean | undefined;
+  /** Scenario path of the step that restarted it. */
+  step?: string;
 }
 
-export function checkProtocolProperties(s: Scenario, input: { obs: Observations; traffic: readonly TrafficRecord[]; liveness: readonly LivenessRecord[]; readyBound: number }): { properties: PropertyResult[]; resumes: ResumeVerdict[] } {
+export function checkProtocolProperties(
+  s: Scenario,
+  input: {
+    obs: Observations;
+    traffic: readonly TrafficRecord[];
+    liveness: readonly LivenessRecord[];
+    readyBound: number;
+    /** The run's per-event checks (src/sim/monitors.ts): ring well-formed and features stable come from them, and events are named. */
+    monitors?: RunMonitors;
+    /** VMs killed during traffic: their packets are counted drops, listed in the bounded-loss evidence. */
+    vmKills?: readonly VmKill[];
+  },
+): { properties: PropertyResult[]; resumes: ResumeVerdict[] } {
   const { obs } = input;
   const props: PropertyResult[] = [];
   const resumes = obs.resumes.map((r) => judgeResume(s, r));
   const firstBad = (vs: ResumeVerdict[], v: Verdict) => vs.find((x) => x.verdict === v);
 
-  // ring well-formed: the device never met a malformed chain (what it would have to consume was published and valid).
-  const re = obs.ringErrors[0];
+  // ring well-formed: what the per-event ring monitor saw in guest memory, and any malformed chain a
+  // back-end met (it stops that queue, as DPDK's burst does); the earlier of the two is reported.
+  const mon = input.monitors;
   const modelledMismatch = firstBad(resumes, 'fails-as-modelled');
-  if (!re) props.push({ name: 'ring-well-formed', verdict: 'holds', checks: obs.resumes.length + input.traffic.length, reason: 'no malformed chain met by any back-end' });
-  else {
-    const explained = modelledMismatch && modelledMismatch.resume.t <= re.t && modelledMismatch.resume.vm === re.vm;
+  const ringTally = mon?.rings.tally;
+  const re = obs.ringErrors[0];
+  const reAt = re ? mon?.ringErrorAt.at[0] : undefined;
+  const reRef: EventRef | undefined = re ? (reAt ? { ...refOf(reAt, re.message), event: `pop vring ${re.vring} in '${reAt.label || `#${reAt.seq}`}'` } : { t: re.t, event: `pop vring ${re.vring}` }) : undefined;
+  const seen = ringTally?.first;
+  const useMonitor = seen !== undefined && (reRef === undefined || earlier(seen, reRef));
+  const ringChecks = (ringTally?.checks ?? 0) + obs.resumes.length + input.traffic.length;
+  const ringWhen = mon ? { checkedAfter: 'every-event' as const } : {};
+  if (!re && !seen) {
+    props.push({ name: 'ring-well-formed', verdict: 'holds', checks: ringChecks, ...ringWhen, reason: mon ? `every ring change after each of ${mon.events} events was well-formed; no malformed chain met by any back-end` : 'no malformed chain met by any back-end' });
+  } else {
+    const vm = useMonitor ? (seen!.evidence?.vm as number | undefined) : re!.vm;
+    const t = useMonitor ? seen!.t : re!.t;
+    const explained = modelledMismatch && modelledMismatch.resume.t <= t && modelledMismatch.resume.vm === vm;
+    const { reason: _r, evidence: _e, ...ref } = useMonitor ? seen! : { ...reRef!, reason: '', evidence: undefined };
     props.push({
       name: 'ring-well-formed',
       verdict: explained ? 'fails-as-modelled' : 'violated',
-      checks: obs.resumes.length + input.traffic.length,
-      reason: `vm${re.vm} vring ${re.vring}: ${re.message}`,
-      evidence: { ringErrors: obs.ringErrors.length },
+      checks: ringChecks,
+      ...ringWhen,
+      reason: useMonitor ? seen!.reason : `vm${re!.vm} vring ${re!.vring}: ${re!.message}`,
+      evidence: { ringErrors: obs.ringErrors.length, ...(useMonitor ? { monitor: seen!.evidence ?? {} } : {}) },
       ...(explained ? { mechanism: modelledMismatch.mechanism! } : {}),
-      firstFailure: { t: re.t, event: `pop vring ${re.vring}` },
+      firstFailure: ref,
     });
   }
 
@@ -213,7 +234,8 @@ export function checkProtocolProperties(s: Scenario, input: { obs: Observations;
   const dups = input.traffic.reduce((n, t) => n + t.duplicates, 0);
   const lost = unattributedLoss(s, input.traffic);
   const dupOk = allowed.duplicates === null ? dups === 0 : dups <= allowed.duplicates;
-  const evidence = { duplicates: dups, unattributedLoss: lost, inFlightAtCrash: { tx: crashTx, rx: rxIn }, ...(obs.ringResets.length > 0 ? { droppedByRingReset: { tx: resetTx, rx: obs.ringResets.reduce((n, x) => n + x.dropped, 0) - resetTx } } : {}), allowed: { duplicates: allowed.duplicates, lost: allowed.lost } };
+  const killed = (input.vmKills ?? []).map((k) => ({ vm: k.vm, t: k.t, lost: k.rxUnread + k.inTestpmd + k.txNotTaken + k.afterKill, rxUnread: k.rxUnread, inTestpmd: k.inTestpmd, txNotTaken: k.txNotTaken, afterKill: k.afterKill, droppedWhileDown: k.whileDown }));
+  const evidence = { duplicates: dups, unattributedLoss: lost, inFlightAtCrash: { tx: crashTx, rx: rxIn }, ...(killed.length > 0 ? { vmKilledDuringTraffic: killed } : {}), ...(obs.ringResets.length > 0 ? { droppedByRingReset: { tx: resetTx, rx: obs.ringResets.reduce((n, x) => n + x.dropped, 0) - resetTx } } : {}), allowed: { duplicates: allowed.duplicates, lost: allowed.lost } };
   const lossMechanism = (what: string): Mechanism | undefined =>
     modelledMismatch?.mechanism ? { ...modelledMismatch.mechanism, summary: `${what}: ${modelledMismatch.mechanism.summary}` } : undefined;
   if (dupOk) props.push({ name: 'no-duplicate-delivery', verdict: 'holds', checks: input.traffic.length, reason: `${dups} duplicates (allowed ${allowed.duplicates ?? 'unbounded'})`, evidence });
@@ -222,7 +244,8 @@ export function checkProtocolProperties(s: Scenario, input: { obs: Observations;
     props.push({ name: 'no-duplicate-delivery', verdict: m ? 'fails-as-modelled' : 'violated', checks: input.traffic.length, reason: `${dups} duplicates, allowed ${allowed.duplicates ?? 0} (${allowed.mechanism})`, evidence, ...(m ? { mechanism: m } : {}) });
   }
   const lossOk = allowed.lost === null ? lost === 0 : lost <= allowed.lost;
-  if (lossOk) props.push({ name: 'bounded-loss', verdict: 'holds', checks: input.traffic.length, reason: `${lost} packets lost beyond counted drops (allowed ${allowed.lost ?? 'unbounded'})`, evidence });
+  const byKills = killed.length > 0 ? `; ${killed.reduce((n, k) => n + k.lost, 0)} died with ${killed.length} VM(s) killed during traffic, counted as drops` : '';
+  if (lossOk) props.push({ name: 'bounded-loss', verdict: 'holds', checks: input.traffic.length, reason: `${lost} packets lost beyond counted drops (allowed ${allowed.lost ?? 'unbounded'})${byKills}`, evidence });
   else {
     const m = lossMechanism('loss after a resume at a stale position');
     props.push({ name: 'bounded-loss', verdict: m ? 'fails-as-modelled' : 'violated', checks: input.traffic.length, reason: `${lost} packets lost beyond counted drops, allowed ${allowed.lost ?? 0}`, evidence, ...(m ? { mechanism: m } : {}) });
@@ -240,27 +263,26 @@ export function checkProtocolProperties(s: Scenario, input: { obs: Observations;
       reason: worst.reason,
       evidence: { resumes: resumes.length, mismatched: resumes.filter((r) => r.verdict !== 'holds').length },
       ...(worst.mechanism ? { mechanism: worst.mechanism } : {}),
-      firstFailure: { t: worst.resume.t, event: `vm${worst.resume.vm} connection ${worst.resume.connection} SET_VRING_BASE vring ${worst.resume.vring}` },
+      firstFailure: resumeRef(worst.resume, mon, obs),
     });
 
-  // features stable: every reconnect of a VM process negotiates what its first connection did.
-  const firstFeatures = new Map<number, bigint>();
-  let fcheck = 0;
-  let fbad: { vm: number; t: number; was: bigint; now: bigint; connection: number } | undefined;
-  for (const c of obs.connections) {
-    if (c.firstOfVm || !firstFeatures.has(c.vm)) {
-      firstFeatures.set(c.vm, c.features);
-      continue;
-    }
-    fcheck++;
-    const was = firstFeatures.get(c.vm)!;
-    if (was !== c.features && !fbad) fbad = { vm: c.vm, t: c.t, was, now: c.features, connection: c.connection };
+  // features stable: every reconnect of a VM process negotiates what its first connection did
+  // (judged at each new connection by the per-event monitor; over the whole list without one).
+  let ft = mon?.features.tally;
+  if (!ft) {
+    const fm = new FeaturesMonitor(obs.connections);
+    const at: EventAt = { t: 0, label: '', seq: undefined, step: undefined };
+    obs.connections.forEach((c, i) => {
+      at.t = c.t;
+      at.label = `SET_FEATURES vm${c.vm}`;
+      fm.checkUpTo(at, i + 1);
+    });
+    ft = fm.tally;
   }
-  props.push(
-    fbad
-      ? { name: 'features-stable', verdict: 'violated', checks: fcheck, reason: `vm${fbad.vm} connection ${fbad.connection} negotiated ${hex(fbad.now)}, first ${hex(fbad.was)}`, firstFailure: { t: fbad.t, event: `SET_FEATURES vm${fbad.vm}` } }
-      : { name: 'features-stable', verdict: 'holds', checks: fcheck, reason: `${fcheck} reconnects negotiated the features of their VM's first connection` },
-  );
+  if (ft.first) {
+    const { reason, evidence: _e, ...ref } = ft.first;
+    props.push({ name: 'features-stable', verdict: 'violated', checks: ft.checks, ...(mon ? { checkedAfter: 'every-event' as const } : {}), reason, firstFailure: ref });
+  } else props.push({ name: 'features-stable', verdict: 'holds', checks: ft.checks, ...(mon ? { checkedAfter: 'every-event' as const } : {}), reason: `${ft.checks} reconnects negotiated the features of their VM's first connection` });
 
   // liveness: after every restart, ready within the bound and traffic flows again.
   const late = input.liveness.find((l) => l.readyAt === undefined || l.readyAt - l.faultAt > input.readyBound);
@@ -269,7 +291,7 @@ export function checkProtocolProperties(s: Scenario, input: { obs: Observations;
     const worstT = input.liveness.reduce((m, l) => Math.max(m, (l.readyAt ?? 0) - l.faultAt), 0);
     props.push({ name: 'liveness', verdict: 'holds', checks: input.liveness.length, reason: `${input.liveness.length} restarts, ready within ${worstT.toFixed(3)} s (bound ${input.readyBound} s), traffic resumed every time` });
   } else if (late) {
-    props.push({ name: 'liveness', verdict: 'violated', checks: input.liveness.length, reason: `${late.what} restarted at t=${late.faultAt.toFixed(3)} s and was not ready within ${input.readyBound} s`, firstFailure: { t: late.faultAt, event: `${late.what} restart` } });
+    props.push({ name: 'liveness', verdict: 'violated', checks: input.liveness.length, reason: `${late.what} restarted at t=${late.faultAt.toFixed(3)} s and was not ready within ${input.readyBound} s`, firstFailure: { t: late.faultAt, event: `${late.what} restart`, ...(late.step ? { step: late.step } : {}) } });
   } else {
     const m = modelledMismatch?.mechanism;
     props.push({
@@ -278,8 +300,24 @@ export function checkProtocolProperties(s: Scenario, input: { obs: Observations;
       checks: input.liveness.length,
       reason: `${stalled!.what} restarted at t=${stalled!.faultAt.toFixed(3)} s: ready, but traffic did not resume`,
       ...(m ? { mechanism: m } : {}),
-      firstFailure: { t: stalled!.faultAt, event: `${stalled!.what} restart` },
+      firstFailure: { t: stalled!.faultAt, event: `${stalled!.what} restart`, ...(stalled!.step ? { step: stalled!.step } : {}) },
     });
   }
+  for (const p of props) if (p.checkedAfter === undefined) p.checkedAfter = 'end-of-run';
   return { properties: props, resumes };
 }
+
+/** (t, seq) order; a step action (no seq) counts as before the events at its time. */
+function earlier(a: EventRef, b: EventRef): boolean {
+  if (a.t !== b.t) return a.t < b.t;
+  return (a.seq ?? -1) <= (b.seq ?? -1);
+}
+
+/** The resume's connection event: the scheduler event in which the new device's vring was handed over. */
+function resumeRef(r: RingResume, mon: RunMonitors | undefined, obs: Observations): EventRef {
+  const event = `vm${r.vm} connection ${r.connection} SET_VRING_BASE vring ${r.vring}`;
+  const at = mon ? mon.resumeAt.at[obs.resumes.indexOf(r)] : undefined;
+  if (!at) return { t: r.t, event };
+  return { t: r.t, event: `${event} (in '${at.label || `#${at.seq}`}')`, ...(at.seq !== undefined ? { seq: at.seq } : {}), ...(at.step !== undefined ? { step: at.step } : {}) };
+}
+

@@ -53,6 +53,8 @@ export const DROP_REASONS = [
   'ring-full',
   /** Link down during the restart window. */
   'link-down',
+  /** Packets a VM held (RX ring unread, in its testpmd, TX not yet taken) when it was killed, and those the back-end put on its RX ring after. */
+  'vm-killed',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
@@ -66,6 +68,26 @@ export interface EventRef {
   event: string;
   /** 1-based line in the trace file, when the event is a trace record. */
   traceLine?: number;
+  /** Sequence number of the scheduler event it happened in (src/sim/scheduler.ts), when known. */
+  seq?: number;
+  /** Scenario step path, when it happened in a step's own action rather than in a scheduler event. */
+  step?: string;
+}
+
+/** When a check ran: after every scheduler event and step action, or once over the whole run. */
+export const CHECK_TIMES = ['every-event', 'end-of-run'] as const;
+export type CheckTime = (typeof CHECK_TIMES)[number];
+
+/** Evidence that the per-event checks ran: how many events and step actions they covered. */
+export interface Monitoring {
+  /** Scheduler events after which every per-event check ran (all the events of the run). */
+  checkedAfterEveryEvent: number;
+  /** Step actions (launch, kill, …) run outside an event, checked after each as well. */
+  checkedAfterSteps: number;
+  /** Names of the invariants and properties checked after every event. */
+  perEvent: string[];
+  /** Those judged on the whole run (they need its end: loss, resumes, liveness). */
+  endOfRun: string[];
 }
 
 /** One message value that explains a failure: "SET_VRING_BASE carried 0x8000 on vring 1". */
@@ -115,6 +137,7 @@ export interface InvariantResult {
   verdict: 'holds' | 'violated';
   /** How many times it was checked (0: nothing to check in this run). */
   checks: number;
+  checkedAfter?: CheckTime;
   /** Required when violated: the first violation and the event that caused it. */
   firstViolation?: EventRef & { reason: string; evidence?: Record<string, unknown> };
 }
@@ -123,6 +146,7 @@ export interface PropertyResult {
   name: ProtocolProperty;
   verdict: Verdict;
   checks: number;
+  checkedAfter?: CheckTime;
   reason: string;
   evidence?: Record<string, unknown>;
   /** Required when the verdict is `fails-as-modelled`. */
@@ -147,6 +171,8 @@ export interface PortCounters {
   /** "Forward statistics" RX-dropped / TX-dropped, when a forwarding engine ran. */
   rxDropped?: number;
   txDropped?: number;
+  /** Multi-queue vhost ports: packets per queue over the whole run (every back-end instance), rx = from the guest, tx = to it. */
+  queues?: { rx: number[]; tx: number[] };
 }
 
 /** One testpmd process's ports: `host` (the back-end) or `vm0`, `vm1`, … (guests). */
@@ -211,12 +237,13 @@ export interface RunResult {
   virtualSeconds: number;
   wallSeconds: number;
   trace: TraceRef;
+  monitoring?: Monitoring;
 }
 
 // ---- zod schema for reading ---------------------------------------------------------------------
 
 const count = z.number().int().min(0);
-const EventRefSchema = z.object({ t: z.number().finite(), event: z.string(), traceLine: z.number().int().min(1).optional() });
+const EventRefSchema = z.object({ t: z.number().finite(), event: z.string(), traceLine: z.number().int().min(1).optional(), seq: z.number().int().min(0).optional(), step: z.string().optional() });
 const MechanismSchema = z.object({
   summary: z.string().min(1),
   profile: z.string().min(1),
@@ -261,6 +288,7 @@ const InvariantResultSchema = z
     name: z.enum(MODEL_INVARIANTS),
     verdict: z.enum(['holds', 'violated']),
     checks: count,
+    checkedAfter: z.enum(CHECK_TIMES).optional(),
     firstViolation: EventRefSchema.extend({ reason: z.string().min(1), evidence: evidence.optional() }).optional(),
   })
   .refine((r) => r.verdict === 'holds' || r.firstViolation !== undefined, { message: 'a violated invariant names its first violation', path: ['firstViolation'] });
@@ -270,6 +298,7 @@ const PropertyResultSchema = z
     name: z.enum(PROTOCOL_PROPERTIES),
     verdict: z.enum(VERDICTS),
     checks: count,
+    checkedAfter: z.enum(CHECK_TIMES).optional(),
     reason: z.string().min(1),
     evidence: evidence.optional(),
     mechanism: MechanismSchema.optional(),
@@ -290,6 +319,7 @@ const PortCountersSchema = z.object({
   txBytes: count,
   rxDropped: count.optional(),
   txDropped: count.optional(),
+  queues: z.object({ rx: z.array(count), tx: z.array(count) }).optional(),
 });
 
 /** Each name of `names` exactly once in `items`. */
@@ -335,6 +365,7 @@ export const RunResultSchema = z.object({
   virtualSeconds: z.number().finite().min(0),
   wallSeconds: z.number().finite().min(0),
   trace: z.object({ path: z.string().optional(), records: count, sha256: z.string().regex(/^[0-9a-f]{64}$/).optional() }),
+  monitoring: z.object({ checkedAfterEveryEvent: count, checkedAfterSteps: count, perEvent: z.array(z.string()), endOfRun: z.array(z.string()) }).optional(),
 });
 
 export class ResultFormatError extends Error {
@@ -372,7 +403,7 @@ export function overallVerdict(r: RunResult): { verdict: Verdict; reason: string
   const broken = r.invariants.find((i) => i.verdict === 'violated');
   if (broken) {
     const v = broken.firstViolation;
-    return { verdict: 'violated', reason: `model invariant ${broken.name} violated${v ? ` at t=${fmtSeconds(v.t)} (${v.event}): ${v.reason}` : ''}` };
+    return { verdict: 'violated', reason: `model invariant ${broken.name} violated${v ? ` at t=${fmtSeconds(v.t)} (${v.event}${v.seq !== undefined ? ` #${v.seq}` : ''}): ${v.reason}` : ''}` };
   }
   const items: { verdict: Verdict; label: string; reason: string; mechanism?: Mechanism }[] = [
     ...r.expects.map((e) => ({ verdict: e.verdict, label: `expect ${e.what} at ${e.path}${e.iteration.length ? ` #${e.iteration.map((k) => k + 1).join('.')}` : ''}`, reason: e.reason, ...(e.mechanism ? { mechanism: e.mechanism } : {}) })),

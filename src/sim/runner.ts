@@ -12,11 +12,23 @@
  *
  * A model error escaping the scheduler ends the run: the result reports the model invariant it
  * breaks (memory safety when it is a RingError / GuestMemoryError) instead of throwing.
+ *
+ * Checks: the model invariants and the protocol properties that can be judged as the run goes
+ * (ring well-formed, features stable) run after every scheduler event and after every step's own
+ * action (src/sim/monitors.ts), each keeping its first violation with the event that caused it;
+ * the result's `monitoring` says how many events were covered. Loss, resumes and liveness need
+ * the whole run and are judged at expects and at the end, naming the event where they can.
+ *
+ * A crash during traffic (`kill-backend` or `kill-vm` with `at`) lands inside the traffic step
+ * before it. A killed VM's packets are counted exactly (drop reason `vm-killed`): those unread on
+ * its RX rings, inside its testpmd, on its TX rings not yet taken, and those the back-end put on
+ * its RX rings before it saw the socket close; what the host testpmd drops for it afterwards is
+ * `guest-not-ready`.
  */
 import { createHash } from 'node:crypto';
 import { TraceRecorder } from '../endpoint/trace-recorder.ts';
 import { SocketNamespace } from '../transport/index.ts';
-import { checkModelInvariants, checkProtocolProperties, unattributedLoss, type LivenessRecord, type ResumeVerdict, type TrafficRecord } from './invariants.ts';
+import { checkModelInvariants, checkProtocolProperties, unattributedLoss, type LivenessRecord, type ResumeVerdict, type TrafficRecord, type VmKill } from './invariants.ts';
 import {
   RESULT_FORMAT,
   type DropCount,
@@ -27,7 +39,8 @@ import {
   type TestpmdStats,
   type Verdict,
 } from './results.ts';
-import { stepPath, walkSteps, type ExpectStep, type KillBackendStep, type Scenario, type WalkedStep } from './scenario.ts';
+import { RunMonitors } from './monitors.ts';
+import { stepPath, walkSteps, type ExpectStep, type KillBackendStep, type KillVmStep, type Scenario, type WalkedStep } from './scenario.ts';
 import { Scheduler, SchedulerEventError } from './scheduler.ts';
 import { serializeTrace, type TraceRecord } from './trace.ts';
 import { Topology, type DataPathTuning, type ProfileHooks } from './topology.ts';
@@ -47,6 +60,11 @@ export interface RunOptions {
   readyBound?: number;
   /** Virtual seconds after a traffic step before counting (default 0.01). */
   drainSeconds?: number;
+  /**
+   * Called once the run is built, before the first step: tests schedule their own events here
+   * (e.g. one that corrupts a ring) and read the per-event monitors.
+   */
+  inject?: (run: { sched: Scheduler; topo: Topology; monitors: RunMonitors }) => void;
 }
 
 export interface RunOutput {
@@ -92,6 +110,12 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
   const timedKill = walked.some((w) => w.step.op === 'kill-backend' && w.step.at !== undefined);
   const tuning: Partial<DataPathTuning> = { ...(timedKill ? { completionDelay: CRASH_COMPLETION_DELAY } : {}), ...opts.tuning };
   const topo = new Topology(s, sched, ns, recorder, opts.hooks ?? {}, tuning);
+  // Model invariants and per-event protocol properties, checked after every event.
+  const monitors = new RunMonitors({ recorder, obs: topo.obs, guests: topo });
+  monitors.install(sched);
+  opts.inject?.({ sched, topo, monitors });
+  /** The step being run, for attributing what its own actions change. */
+  let curStep = { path: '', what: '' };
 
   const expects: ExpectResult[] = [];
   const traffic: TrafficRecord[] = [];
@@ -111,10 +135,14 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
     try {
       fn();
     } catch (e) {
-      const where = e instanceof SchedulerEventError ? `event ${(e as SchedulerEventError & { label?: string }).label ?? ''}` : 'step';
+      const where = e instanceof SchedulerEventError ? `event ${e.label}` : `step ${curStep.path}`;
       aborted = { t: sched.now, where, error: e instanceof SchedulerEventError && e.cause !== undefined ? e.cause : e };
       topo.obs.escaped.push(aborted);
+      // The failing event's hooks did not run: check after it here, naming it.
+      if (e instanceof SchedulerEventError) monitors.afterFailedEvent(e.label, e.time, e.seq);
     }
+    // What the step's own code changed (outside any event) is checked too, and attributed to it.
+    monitors.afterStep(sched.now, curStep.path, curStep.what);
   };
   const advance = (seconds: number, stopWhen?: () => boolean): void =>
     guard(() => {
@@ -132,7 +160,7 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
     return check() ? sched.now : undefined;
   };
   const markRestart = (what: string, vm: number | undefined, readyAt: number | undefined, faultAt: number): void => {
-    const rec: LivenessRecord = { what, ...(vm !== undefined ? { vm } : {}), faultAt, readyAt, trafficResumed: undefined };
+    const rec: LivenessRecord = { what, ...(vm !== undefined ? { vm } : {}), faultAt, readyAt, trafficResumed: undefined, step: curStep.path };
     liveness.push(rec);
     pendingLiveness.push(rec);
   };
@@ -149,9 +177,78 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
     return { sent: r?.sent ?? 0, received: r?.received ?? 0, duplicates: r?.duplicates ?? 0, hostPorts: hostPortTotals() };
   };
 
+  /**
+   * VMs killed during traffic (`kill-vm` with `at`) and the packets that died with them: unread
+   * on the guest's RX ring, inside its testpmd, posted on its TX ring and not yet taken by the
+   * back-end, and put on its RX ring by the back-end after the kill (until the back-end sees the
+   * socket close and stops the queue). `estimate` is what the topology's reset accounting added
+   * for the same VM (an upper bound), replaced here by the exact count.
+   */
+  const vmKills: (VmKill & { estimate: number; host: NonNullable<Topology['host']> | undefined; tx0: number; fwd0: number; missed0: number; open: boolean })[] = [];
+  const killLost = (k: VmKill): number => k.rxUnread + k.inTestpmd + k.txNotTaken + k.afterKill;
+  /** fwd_dropped of the host testpmd's streams into a port (since its `start`). */
+  const fwdDropped = (h: NonNullable<Topology['host']>, port: number): number => h.testpmd.forwardStats().find((x) => x.port === port)?.txDropped ?? 0;
+  const updateKills = (close: boolean): void => {
+    for (const k of vmKills) {
+      if (!k.open) continue;
+      const port = k.host?.ports[k.vm];
+      if (k.host && port) {
+        k.afterKill = Math.max(0, port.stats().txPackets - k.tx0);
+        // Once the back-end has destroyed the device, eth_vhost_tx takes nothing and testpmd drops
+        // the burst (fwd_dropped); drops while a ring was full are in missed_pkts, counted already.
+        k.whileDown = Math.max(0, fwdDropped(k.host, port.id) - k.fwd0 - (port.missedPkts - k.missed0));
+      }
+      if (close) k.open = false;
+    }
+  };
+  const killVmDuringTraffic = (vm: number): void => {
+    const v = topo.vms[vm];
+    if (!v) return;
+    // Guest memory as the monitors last saw it (they ran after the event before this step action).
+    // Even vrings receive, odd ones transmit (virtio-net queue pairs).
+    const attached = v.attachedGeneration >= 0;
+    let rxOut = 0;
+    let txOut = 0;
+    let rxEmpty = 0;
+    let txPosted = 0;
+    v.fe.guest.vrings.forEach((gv, r) => {
+      const out = gv.driver?.inFlight ?? 0;
+      const notUsed = monitors.rings.watch(vm, r)?.inFlight ?? 0;
+      if (r % 2 === 0) {
+        rxOut += out;
+        rxEmpty += notUsed;
+      } else {
+        txOut += out;
+        txPosted += notUsed;
+      }
+    });
+    if (!attached) rxOut = txOut = txPosted = 0;
+    const host = topo.host;
+    const port = host?.ports[vm];
+    const k = {
+      vm,
+      t: sched.now,
+      rxUnread: Math.max(0, rxOut - rxEmpty),
+      inTestpmd: attached ? Math.max(0, v.pool.inUse - rxOut - txOut) : 0,
+      txNotTaken: txPosted,
+      afterKill: 0,
+      whileDown: 0,
+      estimate: 0,
+      host,
+      tx0: port?.stats().txPackets ?? 0,
+      fwd0: host && port ? fwdDropped(host, port.id) : 0,
+      missed0: port?.missedPkts ?? 0,
+      open: true,
+    };
+    const held0 = topo.obs.guestHeldAtReset;
+    guard(() => topo.stopVm(vm, 'kill'));
+    k.estimate = topo.obs.guestHeldAtReset - held0;
+    vmKills.push(k);
+  };
+
   /** Generator and drop totals at the end of the last PVP traffic step. */
   let pvpEnd = { received: 0, drops: 0 };
-  const runTraffic = (st: Extract<WalkedStep['step'], { op: 'traffic' }>, crash?: KillBackendStep): void => {
+  const runTraffic = (st: Extract<WalkedStep['step'], { op: 'traffic' }>, crash?: { step: KillBackendStep | KillVmStep; path: string }): void => {
     topo.syncHost();
     topo.syncGuests();
     const t0 = sched.now;
@@ -161,12 +258,18 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
       const between = { through: before.received - pvpEnd.received, attributed: dropsBefore - pvpEnd.drops };
       guard(() => topo.startTraffic({ seconds: st.seconds, ...(st.rate !== undefined ? { rate: st.rate } : {}), ...(st.size !== undefined ? { size: st.size } : {}), ...(st.flows !== undefined ? { flows: st.flows } : {}) }));
       if (crash) {
-        advance(crash.at!);
-        guard(() => topo.stopBackend('kill'));
-        advance(st.seconds - crash.at!);
+        const c = crash.step;
+        advance(c.at!);
+        const outer = curStep;
+        curStep = { path: crash.path, what: c.op };
+        if (c.op === 'kill-backend') guard(() => topo.stopBackend('kill'));
+        else killVmDuringTraffic(c.vm);
+        curStep = outer;
+        advance(st.seconds - c.at!);
       } else advance(st.seconds);
       guard(() => topo.stopTraffic());
       advance(drain);
+      updateKills(true);
       const after = mark();
       const dropsAfter = dropTotals();
       pvpEnd = { received: after.received, drops: dropsAfter };
@@ -317,7 +420,9 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
   };
 
   const dropTotals = (): number => {
+    updateKills(false);
     let n = topo.obs.backendDownDrops + topo.obs.hostHeldAtCrash + topo.obs.guestHeldAtReset;
+    for (const k of vmKills) n += killLost(k) + k.whileDown - k.estimate;
     const h = topo.host ?? topo.lastHost;
     if (h) {
       n += h.nic?.stats().rxMissed ?? 0;
@@ -383,7 +488,7 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
   };
 
   const checkNow = (): { properties: ReturnType<typeof checkProtocolProperties>['properties']; resumes: ResumeVerdict[] } =>
-    checkProtocolProperties(s, { obs: topo.obs, traffic, liveness, readyBound });
+    checkProtocolProperties(s, { obs: topo.obs, traffic, liveness, readyBound, monitors, vmKills });
 
   /** Kills already done inside the traffic step before them (`at`). */
   const doneEarly = new Set<number>();
@@ -392,6 +497,7 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
     if (aborted) break;
     if (doneEarly.has(k)) continue;
     const st = w.step;
+    curStep = { path: stepPath(w.indices) + (w.iteration.length > 0 ? ` #${w.iteration.map((i) => i + 1).join('.')}` : ''), what: st.op };
     switch (st.op) {
       case 'launch-backend': {
         const restart = backendLaunches > 0;
@@ -445,10 +551,11 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
         break;
       case 'traffic': {
         // The scenario rules put a timed kill right after the traffic step it lands in.
-        const nx = walked[k + 1]?.step;
-        const crash = nx?.op === 'kill-backend' && nx.at !== undefined ? nx : undefined;
+        const nw = walked[k + 1];
+        const nx = nw?.step;
+        const crash = (nx?.op === 'kill-backend' || nx?.op === 'kill-vm') && nx.at !== undefined ? nx : undefined;
         if (crash) doneEarly.add(k + 1);
-        runTraffic(st, crash);
+        runTraffic(st, crash && nw ? { step: crash, path: stepPath(nw.indices) } : undefined);
         break;
       }
       case 'wait':
@@ -467,7 +574,7 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
   const trace = recorder.records;
   const traceText = serializeTrace(trace);
   const sha256 = createHash('sha256').update(traceText).digest('hex');
-  const invariants = checkModelInvariants({ trace, escaped: topo.obs.escaped });
+  const invariants = monitors.invariants();
   const { properties } = checkNow();
 
   const drops: DropCount[] = [];
@@ -479,12 +586,17 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
     if (p.missedPkts > 0) drops.push({ reason: 'guest-not-ready', where: `host port ${p.id} (vm${i} RX vring)`, count: p.missedPkts });
   });
   if (inFlightAtCrashPackets > 0) drops.push({ reason: 'in-flight-at-crash', where: 'vhost-user vrings', count: inFlightAtCrashPackets });
+  for (const k of vmKills) {
+    if (killLost(k) > 0) drops.push({ reason: 'vm-killed', where: describeVmKill(k), count: killLost(k) });
+    if (k.whileDown > 0) drops.push({ reason: 'guest-not-ready', where: `host port ${k.vm + 1} (vm${k.vm} RX vring): dropped by testpmd (fwd_dropped) while vm${k.vm} was down after its kill`, count: k.whileDown });
+  }
+  const killEstimates = vmKills.reduce((n, k) => n + k.estimate, 0);
   // What guests held at a reset or exit is an upper bound (TX buffers sent but not reclaimed count
   // too): listed only as far as it explains packets that did not come back.
-  if (s.topology === 'pvp' && topo.obs.guestHeldAtReset > 0) {
+  if (s.topology === 'pvp' && topo.obs.guestHeldAtReset - killEstimates > 0) {
     const rawLoss = traffic.reduce((n, t) => n + t.sent - t.through - (t.between?.through ?? 0), 0);
     const listed = drops.reduce((n, d) => n + d.count, 0);
-    const byGuest = Math.min(topo.obs.guestHeldAtReset, Math.max(0, rawLoss - listed));
+    const byGuest = Math.min(topo.obs.guestHeldAtReset - killEstimates, Math.max(0, rawLoss - listed));
     if (byGuest > 0) drops.push({ reason: 'ring-reset', where: 'guest reset or VM exit (packets the guest held)', count: byGuest });
   }
   let unexplained = unattributedLoss(s, traffic) - inFlightAtCrashPackets;
@@ -505,7 +617,7 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
     const ports: ResultPortCounters[] = [];
     const fwd = h.testpmd.forwardStats();
     if (h.nic) ports.push(portCounters(h.nic.id, 'nic', h.nic.stats(), fwd));
-    for (const p of h.ports) ports.push(portCounters(p.id, 'vhost', p.stats(), fwd));
+    h.ports.forEach((p, i) => ports.push({ ...portCounters(p.id, 'vhost', p.stats(), fwd), ...(s.queues > 1 ? { queues: topo.queuePackets(i) } : {}) }));
     portStats.push({ instance: 'host', ports });
   }
   topo.vms.forEach((v, i) => {
@@ -539,8 +651,14 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
     virtualSeconds: sched.now,
     wallSeconds: (performance.now() - wall0) / 1000,
     trace: { records: trace.length, sha256 },
+    monitoring: monitors.monitoring([...properties.filter((p) => p.checkedAfter === 'end-of-run').map((p) => p.name), 'deterministic']),
   };
   return { result, trace, traceText };
+}
+
+/** Where a VM killed during traffic lost its packets, for the drops list. */
+function describeVmKill(k: VmKill): string {
+  return `vm${k.vm} killed at t=${k.t.toFixed(4)} s during traffic: ${k.rxUnread} unread on its RX ring, ${k.inTestpmd} in its testpmd, ${k.txNotTaken} on its TX ring not yet taken by the back-end, ${k.afterKill} put on its RX ring by the back-end before it saw the socket close`;
 }
 
 /** Completion lag (virtual seconds) in runs with a crash during traffic: under the host's poll period, so a burst's buffers are in flight for part of each period. */

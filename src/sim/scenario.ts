@@ -95,6 +95,11 @@ export interface QuitVmStep extends StepBase {
 export interface KillVmStep extends StepBase {
   op: 'kill-vm';
   vm: number;
+  /**
+   * QEMU is killed `at` virtual seconds into the `traffic` step right before this one (pvp), with
+   * packets in the guest; absent: after that step, once its traffic drained.
+   */
+  at?: number;
 }
 /** Guest reboot: the device is reset and the rings rebuilt, the socket is kept. */
 export interface RebootVmStep extends StepBase {
@@ -178,7 +183,7 @@ const QuitBackendSchema = z.strictObject({ op: op('quit-backend'), planStep });
 const KillBackendSchema = z.strictObject({ op: op('kill-backend'), at: seconds.optional(), planStep });
 const LaunchVmSchema = z.strictObject({ op: op('launch-vm'), vm: vmIndex, planStep });
 const QuitVmSchema = z.strictObject({ op: op('quit-vm'), vm: vmIndex, planStep });
-const KillVmSchema = z.strictObject({ op: op('kill-vm'), vm: vmIndex, planStep });
+const KillVmSchema = z.strictObject({ op: op('kill-vm'), vm: vmIndex, at: seconds.optional(), planStep });
 const RebootVmSchema = z.strictObject({ op: op('reboot-vm'), vm: vmIndex, planStep });
 const StartForwardingSchema = z.strictObject({
   op: op('start-forwarding'),
@@ -498,7 +503,7 @@ function crossCheck(s: Scenario): ScenarioIssue[] {
       const at = [...indices, i];
       const p = stepPath(at);
       const lifecycle = (message: string): void => add(p, message + iterationNote);
-      if (st.op === 'kill-backend' && st.at !== undefined) {
+      if ((st.op === 'kill-backend' || st.op === 'kill-vm') && st.at !== undefined) {
         // A crash during traffic lands inside the traffic step just before it.
         const prev = steps[i - 1];
         if (s.topology !== 'pvp') add(`${p}.at`, `a crash during traffic is modelled for topology 'pvp' only, got '${s.topology}'`);

@@ -64,6 +64,13 @@ export interface EventHandle {
   cancel(): boolean;
 }
 
+/**
+ * Called after each event's handler returns, with the event itself (label, time, seq): the
+ * place for checks that must run after every event. It runs inside the event, so an exception
+ * from a hook is reported as that event's `SchedulerEventError`.
+ */
+export type EventHook = (ev: EventHandle) => void;
+
 export class SchedulerEventError extends Error {
   override readonly name = 'SchedulerEventError';
   constructor(
@@ -136,6 +143,7 @@ export class Scheduler {
   private executedTotal = 0;
   private running = false;
   private stopRequested = false;
+  private hooks: EventHook[] = [];
 
   constructor(opts: SchedulerOptions) {
     this.seed = opts.seed;
@@ -184,6 +192,14 @@ export class Scheduler {
   after(dt: number, fn: () => void, label = ''): EventHandle {
     if (!(dt >= 0) || !Number.isFinite(dt)) throw new RangeError(`scheduler.after: delay ${dt} is not a finite non-negative number${label ? ` ('${label}')` : ''}`);
     return this.at(this.clock + dt, fn, label);
+  }
+
+  /** Adds a hook run after every event (in the order added); returns its remover. */
+  afterEach(hook: EventHook): () => void {
+    this.hooks = [...this.hooks, hook];
+    return () => {
+      this.hooks = this.hooks.filter((h) => h !== hook);
+    };
   }
 
   /** Makes the current `run` return (reason 'stopped') after the event that calls it. */
@@ -269,6 +285,9 @@ export class Scheduler {
     if (this.logging) this.log.push({ seq: ev.seq, time: ev.time, label: ev.label });
     try {
       ev.fn();
+      // The array is replaced, never mutated, so a hook removing itself is safe here.
+      const hooks = this.hooks;
+      for (let i = 0; i < hooks.length; i++) hooks[i]!(ev);
     } catch (e) {
       throw new SchedulerEventError(ev.label, ev.time, ev.seq, e);
     }
