@@ -5,7 +5,7 @@ import type { RingKind } from '../src/ring/factory.ts';
 
 /**
  * Ring hot-path benchmarks. Prints descriptors per second, median of several runs:
- *   npm run bench            (or: npx tsx bench/run.ts [--runs N] [--quick])
+ *   npm run bench            (or: npx tsx bench/run.ts [--runs N] [--quick] [--real])
  * Single thread: driver and device in one loop (burst 32, 1-descriptor 64-byte buffers).
  * Two threads: driver and device in two workers over one SharedArrayBuffer.
  */
@@ -64,3 +64,10 @@ for (const kind of ['split', 'packed'] as const) {
 }
 const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
 for (const r of rows) console.log(r.map((c, i) => c.padEnd(w[i])).join('  '));
+
+// `--real`: also the model front-end against real DPDK vhost, beside DPDK's own virtio-user.
+if (args.includes('--real')) {
+  const { runRealLoopback } = await import('./real-loopback.ts');
+  console.log('');
+  await runRealLoopback({ runs, seconds: quick ? 1 : 3 });
+}

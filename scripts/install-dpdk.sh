@@ -1,6 +1,7 @@
 #!/bin/sh
-# Install what the real-DPDK tests need: dpdk-testpmd (Debian's dpdk-dev, DPDK 22.11) and
-# stdbuf (coreutils; testpmd's stdout through a pipe is block-buffered without it).
+# Install what the real-DPDK tests need: dpdk-testpmd (Debian's dpdk-dev, DPDK 22.11),
+# stdbuf (coreutils; testpmd's stdout through a pipe is block-buffered without it) and
+# ip (iproute2; the PVP test makes a veth pair as the NIC stand-in).
 # Idempotent: installs nothing that is already there. Without root (or without apt-get) it
 # says what is missing and exits 0, so the suites that need DPDK skip with their own message.
 set -eu
@@ -18,6 +19,14 @@ if command -v stdbuf >/dev/null 2>&1; then
   say "stdbuf present: $(command -v stdbuf)"
 else
   need="$need coreutils"
+fi
+
+# sbin may not be on PATH for a non-login shell.
+have_ip() { command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ]; }
+if have_ip; then
+  say "ip present"
+else
+  need="$need iproute2"
 fi
 
 if [ -z "$need" ]; then
@@ -49,3 +58,7 @@ for tool in dpdk-testpmd stdbuf; do
     exit 1
   fi
 done
+if ! have_ip; then
+  say "still missing after install: ip"
+  exit 1
+fi

@@ -11,3 +11,5 @@ export * from './find.ts';
 export * from './runtime.ts';
 export * from './testpmd.ts';
 export * from './pair.ts';
+export * from './veth.ts';
+export * from './pvp.ts';

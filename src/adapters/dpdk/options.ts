@@ -74,7 +74,7 @@ export type Vdev = VhostVdev | VirtioUserVdev | RawVdev;
 /**
  * Where the back-end's physical-side port comes from. A lab has a real PCI port; here a
  * software port (`net_pcap`, `net_af_packet`, `net_tap`, e.g. on a veth pair) stands in.
- * Not used by the suites yet; the builders accept it so scenarios can carry one.
+ * `PvpRig` (pvp.ts) runs af_packet on a veth pair; a lab passes its PCI address instead.
  */
 export type NicDescription =
   | { kind: 'pci'; address: string }
@@ -105,6 +105,8 @@ export interface EalOptions {
   vdevs?: Vdev[];
   /** PCI devices to use (`-a`). */
   allow?: string[];
+  /** Driver shared objects to load (`-d`), for a PMD not in EAL's plugin directory. */
+  drivers?: string[];
   extra?: string[];
 }
 
@@ -248,6 +250,7 @@ export function ealArgs(e: EalOptions): string[] {
   if (e.singleFileSegments) out.push('--single-file-segments');
   if (e.inMemory) out.push('--in-memory');
   for (const l of e.logLevels ?? []) out.push(`--log-level=${l}`);
+  for (const d of e.drivers ?? []) out.push('-d', d);
   for (const v of e.vdevs ?? []) out.push('--vdev', vdevSpec(v));
   out.push(...(e.extra ?? []));
   return out;
@@ -288,6 +291,10 @@ interface RoleCommon {
   placement?: LcorePlacement;
   memoryMb?: number;
   logLevels?: string[];
+  /** `-d` driver objects (e.g. the af_packet PMD when EAL does not load it by itself). */
+  drivers?: string[];
+  /** Run on hugepages (no `--no-huge`): a lab's PCI NIC needs DMA-able memory. */
+  hugepages?: boolean;
   app?: TestpmdAppOptions;
 }
 
@@ -326,6 +333,8 @@ export function backendOptions(o: BackendOptions): TestpmdOptions {
       allow,
       logLevels,
       vdevs,
+      drivers: o.drivers,
+      noHuge: o.hugepages ? false : undefined,
     },
     app: { ...APP_DEFAULTS, ...(queues > 1 ? { rxq: queues, txq: queues } : {}), ...o.app },
   };
@@ -361,6 +370,8 @@ export function virtioUserOptions(o: VirtioUserOptions): TestpmdOptions {
       mainLcore: o.placement?.mainLcore,
       singleFileSegments: o.singleFileSegments ?? true,
       logLevels: o.logLevels,
+      drivers: o.drivers,
+      noHuge: o.hugepages ? false : undefined,
       vdevs: [
         {
           kind: 'virtio-user',

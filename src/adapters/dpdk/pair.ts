@@ -4,7 +4,7 @@
  * relaunched at will. Start order matters: virtio-user `server=1` must be listening
  * before the back-end starts, or the back-end logs a failed connect and retries each second.
  */
-import { backendOptions, placeForwarding, shellQuote, testpmdArgs, virtioUserOptions, type TestpmdOptions } from './options.ts';
+import { backendOptions, placeForwarding, shellQuote, testpmdArgs, virtioUserOptions, type NicDescription, type TestpmdAppOptions, type TestpmdOptions } from './options.ts';
 import type { RunDir } from './runtime.ts';
 import { Testpmd, type ExitInfo, type OutputLine } from './testpmd.ts';
 
@@ -26,6 +26,15 @@ export interface VirtioUserPairOptions {
   timeoutMs?: number;
   echo?: boolean;
   onLine?: (line: OutputLine, proc: Testpmd) => void;
+  /** A physical-side port for the back-end (port 0, the vhost port after it): PVP. */
+  nic?: NicDescription;
+  /** `-d` driver objects for the back-end (the NIC's PMD when EAL does not load it). */
+  backendDrivers?: string[];
+  /** Back-end on hugepages (a PCI NIC needs DMA-able memory). */
+  backendHugepages?: boolean;
+  /** Extra testpmd options for each side (forward mode, topology, …). */
+  frontendApp?: TestpmdAppOptions;
+  backendApp?: TestpmdAppOptions;
 }
 
 export class VirtioUserPair {
@@ -56,6 +65,7 @@ export class VirtioUserPair {
       packed: o.packed,
       memoryMb: o.memoryMb,
       placement: placeForwarding(o.frontendLcore ?? 1),
+      app: o.frontendApp,
     });
   }
 
@@ -68,6 +78,10 @@ export class VirtioUserPair {
       memoryMb: o.memoryMb,
       debugLog: o.debugLog,
       placement: placeForwarding(o.backendLcore ?? 0),
+      nic: o.nic,
+      drivers: o.backendDrivers,
+      hugepages: o.backendHugepages,
+      app: o.backendApp,
     });
   }
 
