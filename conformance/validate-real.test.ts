@@ -1,7 +1,7 @@
 /**
- * `vhostsim validate` on the loopback equivalents of plan cases 1, 3, 10 and 12
- * (models/testplans/pvp-reconnect-loopback/): each runs in the model and on real DPDK 22.11
- * (virtio-user server=1 ↔ vhost client=1), and the two must agree: the same expect verdicts,
+ * `vhostsim validate` on the loopback equivalents of plan cases 1, 3, 10 and 12, and of case 1
+ * with 2 queue pairs (models/testplans/pvp-reconnect-loopback/): each runs in the model and on
+ * real DPDK 22.11 (virtio-user server=1 ↔ vhost client=1), and the two must agree: the same expect verdicts,
  * the same request names in every session, the same ring bases wherever the model says they do
  * not depend on the amount of traffic, and traffic through in the same steps.
  *
@@ -21,6 +21,7 @@ const CASES = [
   'case03-loopback-split-reconnect-stability.json',
   'case10-loopback-packed-reconnect-from-vhost-user.json',
   'case12-loopback-packed-reconnect-stability.json',
+  'case01-loopback-split-reconnect-2queues.json',
 ].map((f) => fileURLToPath(new URL(`../models/testplans/pvp-reconnect-loopback/${f}`, import.meta.url)));
 
 afterEach(async () => {

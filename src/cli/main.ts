@@ -98,11 +98,12 @@ export function buildCli(): Command {
   const real = program.command('real').description('run scenarios on real DPDK (dpdk-testpmd 22.11)');
   real
     .command('run <scenario>')
-    .description('run one scenario on real DPDK (loopback: virtio-user server=1 ↔ vhost client=1) and report it as a result JSON')
+    .description('run one scenario on real DPDK (virtio-user server=1 ↔ vhost client=1; pvp adds a NIC and a generator) and report it as a result JSON')
     .option('--testpmd <path>', 'the dpdk-testpmd to run (default: $VHOSTSIM_TESTPMD, then $PATH)')
+    .option('--nic <spec>', 'pvp: veth (af_packet on a veth pair and a generator testpmd; default), or pci:ADDR / af_packet:IFACE / tap:IFACE with an external generator')
     .option('--out <dir>', 'write the result JSON, the trace from the back-end logs and every testpmd output here')
     .option('--json', 'print the result JSON')
-    .action(async (file: string, opts: { testpmd?: string; out?: string; json?: boolean }) => {
+    .action(async (file: string, opts: { testpmd?: string; nic?: string; out?: string; json?: boolean }) => {
       const { realRunCommand } = await import('./real-run.ts');
       const r = await realRunCommand(file, opts);
       for (const line of r.lines) process.stdout.write(line + '\n');
@@ -114,8 +115,9 @@ export function buildCli(): Command {
     .command('validate <scenarios...>')
     .description('run each scenario in the model and on real DPDK and compare them side by side (exit 2 where they disagree unpredicted)')
     .option('--testpmd <path>', 'the dpdk-testpmd to run (default: $VHOSTSIM_TESTPMD, then $PATH)')
+    .option('--nic <spec>', 'pvp: veth (default) or pci:ADDR / af_packet:IFACE / tap:IFACE with an external generator')
     .option('--out <dir>', 'write both results, traces and testpmd outputs here')
-    .action(async (files: string[], opts: { testpmd?: string; out?: string }) => {
+    .action(async (files: string[], opts: { testpmd?: string; nic?: string; out?: string }) => {
       const { validateCommand } = await import('./validate.ts');
       const r = await validateCommand(files, { ...opts, write: (l) => process.stdout.write(l + '\n') });
       process.exitCode = r.exitCode;

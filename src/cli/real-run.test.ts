@@ -7,7 +7,11 @@ const PVP = fileURLToPath(new URL('../../models/testplans/pvp-reconnect/case01-p
 
 describe('real run command helpers', () => {
   it('refuses an unsupported scenario before looking for DPDK', () => {
-    expect(() => prepareReal([{ file: 'case01.json', scenario: loadScenario(PVP) }], '/nonexistent/dpdk-testpmd')).toThrow(/case01.json: cannot run on real DPDK here: topology 'pvp' needs a NIC/);
+    expect(() => prepareReal([{ file: 'case01.json', scenario: loadScenario(PVP) }], '/nonexistent/dpdk-testpmd')).toThrow(/case01.json: cannot run on real DPDK here: frontend 'qemu-7.2' needs QEMU/);
+  });
+
+  it('refuses a bad --nic before anything else', () => {
+    expect(() => prepareReal([{ file: 'case01.json', scenario: loadScenario(PVP) }], '/nonexistent/dpdk-testpmd', 'pci:xyz')).toThrow(/--nic pci:xyz: not a PCI address/);
   });
 
   it('reports progress one line per finished step when not on a terminal', () => {

@@ -1,5 +1,5 @@
 /**
- * `vhostsim real run SCENARIO.json [--testpmd PATH] [--out DIR] [--json]`: runs one scenario
+ * `vhostsim real run SCENARIO.json [--testpmd PATH] [--nic SPEC] [--out DIR] [--json]`: runs one scenario
  * on real DPDK (src/adapters/dpdk/scenario-runner.ts) and prints its expects and checks (or
  * the result JSON). With `--out`, writes the result, the trace made from the back-end logs
  * and every testpmd's output.
@@ -9,10 +9,12 @@ import { basename, join } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import { loadScenario, type Scenario } from '../sim/scenario.ts';
 import { dpdkAvailability } from '../adapters/dpdk/find.ts';
-import { realUnsupported, runScenarioReal, type RealProgress, type RealRunOutput } from '../adapters/dpdk/scenario-runner.ts';
+import { parseNicSpec, pvpNicUnavailable, realUnsupported, runScenarioReal, type PvpNic, type RealProgress, type RealRunOutput } from '../adapters/dpdk/scenario-runner.ts';
 
 export interface RealRunCommandOptions {
   testpmd?: string;
+  /** PVP scenarios' NIC (`parseNicSpec`): `veth` (default here), `pci:0000:af:00.0`, … */
+  nic?: string;
   out?: string;
   json?: boolean;
   /** Where progress goes; stderr by default, `false` for none. */
@@ -47,14 +49,20 @@ export function progressReporter(title: string, stream: NodeJS.WriteStream | fal
 }
 
 /** Finds testpmd or throws with the reason; refuses unsupported scenarios before starting anything. */
-export function prepareReal(scenarios: { file: string; scenario: Scenario }[], testpmd?: string): { testpmd: string; stdbuf: string; version: string | undefined } {
+export function prepareReal(scenarios: { file: string; scenario: Scenario }[], testpmd?: string, nicSpec?: string): { testpmd: string; stdbuf: string; version: string | undefined; nic: PvpNic } {
+  const nic = parseNicSpec(nicSpec ?? 'veth');
   for (const { file, scenario } of scenarios) {
     const why = realUnsupported(scenario);
     if (why) throw new Error(`${file}: cannot run on real DPDK here: ${why}`);
   }
   const av = dpdkAvailability(testpmd ? { testpmd } : {});
   if (!av.ok) throw new Error(`real DPDK not available: ${av.reason}`);
-  return { testpmd: av.testpmd, stdbuf: av.stdbuf, version: av.version };
+  const pvp = scenarios.find((x) => x.scenario.topology === 'pvp');
+  if (pvp) {
+    const why = pvpNicUnavailable(av.testpmd, nic);
+    if (why) throw new Error(`${pvp.file}: cannot run PVP on real DPDK here: ${why} (or pass --nic pci:ADDRESS with an external generator)`);
+  }
+  return { testpmd: av.testpmd, stdbuf: av.stdbuf, version: av.version, nic };
 }
 
 export function stem(file: string): string {
@@ -84,6 +92,12 @@ export function formatRealResult(out: RealRunOutput): string[] {
   const lines: string[] = [];
   const iter = (it: number[]): string => (it.length ? ` #${it.map((k) => k + 1).join('.')}` : '');
   lines.push(`${r.scenario.name} (real ${r.real.dpdk.version ?? 'DPDK'}, ${r.wallSeconds.toFixed(1)} s)`);
+  const nic = r.real.nic;
+  if (nic) {
+    const d = nic.description;
+    const where = d.kind === 'pci' ? `PCI ${d.address}` : d.kind === 'pcap' ? 'pcap' : `${d.kind} ${d.iface}`;
+    lines.push(`NIC: ${where}; generator: ${nic.generator === 'testpmd' ? `testpmd${nic.veth ? ` on ${nic.veth.b} (veth peer)` : ''}` : 'external'}`);
+  }
   for (const e of r.expects) lines.push(`  expect ${e.what.padEnd(14)} ${e.path}${iter(e.iteration)}: ${e.verdict} — ${e.reason}`);
   lines.push('sessions (back-end log):');
   for (const s of r.real.sessions) {
@@ -107,7 +121,7 @@ export function realExitCode(out: RealRunOutput): number {
 
 export async function realRunCommand(file: string, opts: RealRunCommandOptions = {}): Promise<{ out: RealRunOutput; lines: string[]; exitCode: number; written: string[] }> {
   const scenario = loadScenario(file);
-  const dpdk = prepareReal([{ file, scenario }], opts.testpmd);
+  const dpdk = prepareReal([{ file, scenario }], opts.testpmd, opts.nic);
   const progress = progressReporter(stem(file), opts.progress ?? process.stderr);
   let out: RealRunOutput;
   try {

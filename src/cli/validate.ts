@@ -1,5 +1,5 @@
 /**
- * `vhostsim validate SCENARIO... [--testpmd PATH] [--out DIR]`: each scenario in the model
+ * `vhostsim validate SCENARIO... [--testpmd PATH] [--nic SPEC] [--out DIR]`: each scenario in the model
  * (runScenario, plus runs with more and less traffic so the model says which values depend
  * on it) and on real DPDK, compared side by side (src/adapters/dpdk/compare.ts). Exit 2 when
  * any scenario differs where the model made a prediction.
@@ -17,6 +17,8 @@ export const TRAFFIC_VARIANTS = [0.5, 1.37] as const;
 
 export interface ValidateOptions {
   testpmd?: string;
+  /** PVP scenarios' NIC (see real-run.ts); the veth stand-in by default. */
+  nic?: string;
   out?: string;
   /** Each output line as it is ready; nothing is printed otherwise. */
   write?: (line: string) => void;
@@ -45,7 +47,7 @@ export function modelObservation(s: Scenario, file?: string): { observation: Run
 export async function validateCommand(files: string[], opts: ValidateOptions = {}): Promise<{ cases: ValidateCase[]; exitCode: number }> {
   const scenarios = files.map((file) => ({ file, scenario: loadScenario(file) }));
   // Refuse before starting anything: unsupported scenarios or no DPDK.
-  const dpdk = prepareReal(scenarios, opts.testpmd);
+  const dpdk = prepareReal(scenarios, opts.testpmd, opts.nic);
   const write = opts.write ?? (() => {});
   const cases: ValidateCase[] = [];
   for (const { file, scenario } of scenarios) {

@@ -17,9 +17,10 @@ export const RESULT_FORMAT = 'vhostsim-result/1';
  * - `holds`: the check passed;
  * - `fails-as-modelled`: it failed, and the model explains why: a modelled real version's
  *   behaviour (named in `mechanism`) causes it — a finding about DPDK or QEMU, not a vhostsim bug;
- * - `violated`: it failed and nothing modelled explains it.
+ * - `violated`: it failed and nothing modelled explains it;
+ * - `not-checked`: the run could not judge it (a real run: no ring contents, no seed), `reason` says why.
  */
-export const VERDICTS = ['holds', 'fails-as-modelled', 'violated'] as const;
+export const VERDICTS = ['holds', 'fails-as-modelled', 'violated', 'not-checked'] as const;
 export type Verdict = (typeof VERDICTS)[number];
 
 /** Hold in every run; a violation is a bug in vhostsim (DESIGN.md). */
@@ -134,7 +135,9 @@ export interface ExpectResult {
 
 export interface InvariantResult {
   name: ModelInvariant;
-  verdict: 'holds' | 'violated';
+  verdict: 'holds' | 'violated' | 'not-checked';
+  /** Why it was not checked (real runs). */
+  reason?: string;
   /** How many times it was checked (0: nothing to check in this run). */
   checks: number;
   checkedAfter?: CheckTime;
@@ -286,12 +289,13 @@ const ExpectResultSchema = z
 const InvariantResultSchema = z
   .object({
     name: z.enum(MODEL_INVARIANTS),
-    verdict: z.enum(['holds', 'violated']),
+    verdict: z.enum(['holds', 'violated', 'not-checked']),
     checks: count,
     checkedAfter: z.enum(CHECK_TIMES).optional(),
+    reason: z.string().min(1).optional(),
     firstViolation: EventRefSchema.extend({ reason: z.string().min(1), evidence: evidence.optional() }).optional(),
   })
-  .refine((r) => r.verdict === 'holds' || r.firstViolation !== undefined, { message: 'a violated invariant names its first violation', path: ['firstViolation'] });
+  .refine((r) => r.verdict !== 'violated' || r.firstViolation !== undefined, { message: 'a violated invariant names its first violation', path: ['firstViolation'] });
 
 const PropertyResultSchema = z
   .object({
@@ -392,7 +396,8 @@ export function loadResult(file: string): RunResult {
 
 // ---- verdicts and the plan table ------------------------------------------------------------
 
-const RANK: Record<Verdict, number> = { holds: 0, 'fails-as-modelled': 1, violated: 2 };
+// `not-checked` says nothing either way: it never makes a run worse than `holds`.
+const RANK: Record<Verdict, number> = { 'not-checked': 0, holds: 0, 'fails-as-modelled': 1, violated: 2 };
 
 /**
  * The run's verdict: a violated model invariant makes it `violated` (vhostsim is wrong, nothing
@@ -410,7 +415,11 @@ export function overallVerdict(r: RunResult): { verdict: Verdict; reason: string
     ...r.properties.map((p) => ({ verdict: p.verdict, label: p.name, reason: p.reason, ...(p.mechanism ? { mechanism: p.mechanism } : {}) })),
   ];
   const worst = items.reduce<Verdict>((w, i) => (RANK[i.verdict] > RANK[w] ? i.verdict : w), 'holds');
-  if (worst === 'holds') return { verdict: 'holds', reason: `${r.expects.length} expects and ${r.properties.length} properties hold` };
+  if (worst === 'holds') {
+    const unchecked = items.filter((i) => i.verdict === 'not-checked').length;
+    const held = items.length - unchecked;
+    return { verdict: 'holds', reason: unchecked ? `${held} of ${items.length} expects and properties hold, ${unchecked} not checked` : `${r.expects.length} expects and ${r.properties.length} properties hold` };
+  }
   const first = items.find((i) => i.verdict === worst)!;
   const by = first.mechanism ? ` [${first.mechanism.profile}: ${first.mechanism.summary}]` : '';
   return { verdict: worst, reason: `${first.label}: ${first.reason}${by}` };

@@ -18,9 +18,10 @@ import type { RunOutput } from '../../sim/runner.ts';
 import { isMessageRecord, type TraceRecord } from '../../sim/trace.ts';
 import { walkSteps, stepPath, type Scenario } from '../../sim/scenario.ts';
 import { requestName } from './requests.ts';
+import type { Verdict } from '../../sim/results.ts';
 
-/** `holds` / `fails-as-modelled` / `violated` as in results.ts, plus `not-checked` for a real run. */
-export type ObservedVerdict = 'holds' | 'fails-as-modelled' | 'violated' | 'not-checked';
+/** results.ts's verdicts (`not-checked`: a real run could not judge it). */
+export type ObservedVerdict = Verdict;
 
 export interface ObservedExpect {
   /** 0-based position of the step in the run (repeats unrolled), for ordering. */
@@ -250,7 +251,7 @@ export function compareObservations(model: RunObservation, real: RunObservation)
       rows.push({ step: m.step, kind: 'expect', label, model: m.verdict, real: '(missing)', agreement: 'differ', note: 'the real run did not get to this step' });
       continue;
     }
-    const agreement: Agreement = r.verdict === 'not-checked' ? 'not-checked' : verdictsAgree(m.verdict, r.verdict) ? 'agree' : 'differ';
+    const agreement: Agreement = r.verdict === 'not-checked' || m.verdict === 'not-checked' ? 'not-checked' : verdictsAgree(m.verdict, r.verdict) ? 'agree' : 'differ';
     rows.push({ step: m.step ?? r.step, kind: 'expect', label, model: m.verdict, real: r.verdict, agreement, ...(agreement !== 'agree' ? { note: `real: ${r.reason}` } : {}) });
   }
   for (const r of real.expects) {

@@ -169,6 +169,29 @@ async function port0(p: Testpmd): Promise<PortStats> {
   return s;
 }
 
+/**
+ * One round on a generator testpmd (see `generatorOptions`): `start tx_first bursts`, count
+ * returns until all came back or `timeoutMs` passed (with `expectNone` the whole window is
+ * waited), then `stop`.
+ */
+export async function generatorRound(g: Testpmd, bursts: number, opts: { timeoutMs?: number; expectNone?: boolean } = {}): Promise<RoundResult> {
+  const timeoutMs = opts.timeoutMs ?? 5_000;
+  const before = await port0(g);
+  const t0 = Date.now();
+  await g.start({ txFirst: bursts });
+  let d: PortStats;
+  for (;;) {
+    [d] = statsDelta([before], [await port0(g)]) as [PortStats];
+    if (!opts.expectNone && d.txPackets > 0 && d.rxPackets >= d.txPackets) break;
+    if (Date.now() - t0 > timeoutMs) break;
+    await sleep(50);
+  }
+  await g.stop();
+  // Counters once more after stop: nothing is in flight on the generator side any more.
+  [d] = statsDelta([before], [await port0(g)]) as [PortStats];
+  return { sent: d.txPackets, received: d.rxPackets, ms: Date.now() - t0 };
+}
+
 export class PvpRig {
   readonly veth: VethPair | undefined;
   readonly pair: VirtioUserPair;
@@ -270,21 +293,7 @@ export class PvpRig {
   async round(bursts = 4, opts: { timeoutMs?: number; expectNone?: boolean } = {}): Promise<RoundResult> {
     const g = this.generator;
     if (!g) throw new Error('no generator in this rig (external generator)');
-    const timeoutMs = opts.timeoutMs ?? 5_000;
-    const before = await port0(g);
-    const t0 = Date.now();
-    await g.start({ txFirst: bursts });
-    let d: PortStats;
-    for (;;) {
-      [d] = statsDelta([before], [await port0(g)]) as [PortStats];
-      if (!opts.expectNone && d.txPackets > 0 && d.rxPackets >= d.txPackets) break;
-      if (Date.now() - t0 > timeoutMs) break;
-      await sleep(50);
-    }
-    await g.stop();
-    // Counters once more after stop: nothing is in flight on the generator side any more.
-    [d] = statsDelta([before], [await port0(g)]) as [PortStats];
-    return { sent: d.txPackets, received: d.rxPackets, ms: Date.now() - t0 };
+    return generatorRound(g, bursts, opts);
   }
 
   /** Quit everything (VM first, as a VM shutting down), delete the veth pair. */

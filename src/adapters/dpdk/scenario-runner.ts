@@ -2,9 +2,12 @@
  * Runs a scenario on real DPDK 22.11 and reports it in the model's result shape
  * (src/sim/results.ts), so the two can be compared (compare.ts).
  *
- * Supported here: topology `loopback` with front-end `virtio-user-22.11`: a virtio-user testpmd
+ * Supported here, front-end `virtio-user-22.11` only: topology `loopback`, a virtio-user testpmd
  * (`server=1`, the VM stand-in; txonly while a `traffic` step runs) and a vhost testpmd
- * (`client=1`, the back-end; the scenario's `start-forwarding host` mode). Each process is
+ * (`client=1`, the back-end; the scenario's `start-forwarding host` mode), 1–4 queue pairs;
+ * topology `pvp` (one VM), the back-end with a NIC port in front of its vhost port and traffic
+ * from a generator (`PvpNic`: af_packet on a veth pair and a generator testpmd here, a lab's
+ * PCI port and its external generator elsewhere). Each process is
  * relaunched with the same command line, as the plan does. Real seconds replace virtual ones:
  * `traffic` and `wait` take their seconds (a wait is capped), launches wait for readiness
  * within a liveness bound rather than a model time.
@@ -18,14 +21,50 @@ import { existsSync, rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { createHash } from 'node:crypto';
 import { walkSteps, unrolledLength, stepPath, type Scenario, type Step, type WalkedStep } from '../../sim/scenario.ts';
-import { RESULT_FORMAT, MODEL_INVARIANTS, PROTOCOL_PROPERTIES, type RunResult, type PortCounters, type ScenarioSummary } from '../../sim/results.ts';
-import { backendOptions, placeForwarding, shellQuote, testpmdArgs, virtioUserOptions } from './options.ts';
+import { RESULT_FORMAT, MODEL_INVARIANTS, PROTOCOL_PROPERTIES, type RunResult, type PortCounters, type PropertyResult, type Verdict, type ScenarioSummary } from '../../sim/results.ts';
+import { backendOptions, placeForwarding, shellQuote, testpmdArgs, virtioUserOptions, type NicDescription } from './options.ts';
+import { generatorOptions, generatorRound, pmdAvailability } from './pvp.ts';
+import { statsDelta } from './stats.ts';
+import { createVethPair, vethAvailability, type VethPair } from './veth.ts';
 import { RunDir } from './runtime.ts';
 import { Testpmd, type OutputLine } from './testpmd.ts';
 import { parseVhostLog, messageNames, eventsOf, type LogLine, type VhostSession } from './vhost-log.ts';
 import { logToTraceText } from './log-to-trace.ts';
 import type { PortStats } from './stats.ts';
-import { direction, type ObservedBase, type ObservedExpect, type ObservedSession, type ObservedTraffic, type ObservedVerdict, type RunObservation } from './compare.ts';
+
+/**
+ * Where a PVP scenario's NIC and traffic come from: `veth` (this machine: af_packet on a veth
+ * pair made for the run, a generator testpmd on its other end) or `external` (a lab: the host
+ * takes `nic`, e.g. a PCI port, and an external generator sends; traffic is counted at the
+ * host's NIC port).
+ */
+export type PvpNic = { kind: 'veth' } | { kind: 'external'; nic: NicDescription };
+
+/** `--nic` values: `veth`, `pci:0000:af:00.0`, `af_packet:IFACE`, `tap:IFACE`. */
+export function parseNicSpec(spec: string): PvpNic {
+  if (spec === 'veth') return { kind: 'veth' };
+  const i = spec.indexOf(':');
+  const kind = i < 0 ? spec : spec.slice(0, i);
+  const arg = i < 0 ? '' : spec.slice(i + 1);
+  if (arg === '') throw new Error(`--nic ${spec}: expected veth, pci:ADDRESS, af_packet:IFACE or tap:IFACE`);
+  if (kind === 'pci') {
+    if (!/^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/.test(arg)) throw new Error(`--nic ${spec}: not a PCI address`);
+    return { kind: 'external', nic: { kind: 'pci', address: arg } };
+  }
+  if (kind === 'af_packet') return { kind: 'external', nic: { kind: 'af_packet', iface: arg } };
+  if (kind === 'tap') return { kind: 'external', nic: { kind: 'tap', iface: arg } };
+  throw new Error(`--nic ${spec}: unknown kind '${kind}' (veth, pci, af_packet, tap)`);
+}
+
+/** What a PVP run on this NIC needs that is missing here, or undefined. */
+export function pvpNicUnavailable(testpmd: string, nic: PvpNic = { kind: 'veth' }): string | undefined {
+  if (nic.kind === 'external') return undefined;
+  const v = vethAvailability();
+  if (!v.ok) return `the veth stand-in for the NIC: ${v.reason}`;
+  const p = pmdAvailability(testpmd, 'net_af_packet');
+  return p.ok ? undefined : `the af_packet stand-in for the NIC: ${p.reason}`;
+}
+import { direction, type ObservedBase, type ObservedExpect, type ObservedSession, type ObservedTraffic, type RunObservation } from './compare.ts';
 
 export interface RealRunOptions {
   testpmd: string;
@@ -43,6 +82,10 @@ export interface RealRunOptions {
   onProgress?: (e: RealProgress) => void;
   /** Echo testpmd output to stderr. */
   echo?: boolean;
+  /** PVP scenarios: the NIC and generator; the veth stand-in by default. */
+  nic?: PvpNic;
+  /** PVP with the generator testpmd: frames per burst; 32. */
+  burst?: number;
 }
 
 export interface RealProgress {
@@ -56,16 +99,8 @@ export interface RealProgress {
   note?: string;
 }
 
-/** Verdicts of a real run: results.ts's, plus `not-checked` for what a real run cannot judge. */
-export type RealVerdict = ObservedVerdict;
-
-export interface RealCheck {
-  name: string;
-  verdict: RealVerdict;
-  checks: number;
-  reason: string;
-  evidence?: Record<string, unknown>;
-}
+/** Verdicts of a real run: results.ts's (`not-checked` for what a real run cannot judge). */
+export type RealVerdict = Verdict;
 
 export interface RealSessionReport {
   n: number;
@@ -87,6 +122,9 @@ export interface RealSessionReport {
 
 export interface RealTrafficReport extends ObservedTraffic {
   seconds: number;
+  /** PVP: generator rounds and the host ports' deltas (port 0 NIC, port 1 vhost). */
+  rounds?: number;
+  host?: { nicRx: number; nicTx: number; vhostRx: number; vhostTx: number; nicMissed: number };
   /** virtio-user's forward-engine TX-dropped for the step. */
   txDropped: number;
   reason: string;
@@ -95,7 +133,9 @@ export interface RealTrafficReport extends ObservedTraffic {
 /** What a real run adds to the model's result shape (results.ts has no place for it). */
 export interface RealRunExtra {
   dpdk: { testpmd: string; version?: string; memoryMb: number };
-  commandLines: { frontend: string; backend: string };
+  commandLines: { frontend: string; backend: string; generator?: string };
+  /** PVP: the NIC and the generator port's counters at the end. */
+  nic?: { description: NicDescription; generator: 'testpmd' | 'external'; veth?: { a: string; b: string }; generatorStats?: PortCounters };
   processes: { name: string; pid: number; exit?: { code: number | null; signal: string | null } }[];
   sessions: RealSessionReport[];
   traffic: RealTrafficReport[];
@@ -105,16 +145,10 @@ export interface RealRunExtra {
 }
 
 /**
- * The result of a real run: results.ts's RunResult with `invariants`, `properties` and
- * `expects` verdicts widened by `not-checked` (results.ts has no such verdict, so
- * `parseResult` does not accept a real result), and the real-only details under `real`.
+ * The result of a real run: results.ts's RunResult (`parseResult` accepts it; it drops `real`),
+ * with the real-only details under `real`.
  */
-export type RealRunResult = Omit<RunResult, 'invariants' | 'properties' | 'expects'> & {
-  expects: (Omit<RunResult['expects'][number], 'verdict'> & { verdict: RealVerdict })[];
-  invariants: RealCheck[];
-  properties: RealCheck[];
-  real: RealRunExtra;
-};
+export type RealRunResult = RunResult & { real: RealRunExtra };
 
 export interface RealRunOutput {
   result: RealRunResult;
@@ -129,10 +163,11 @@ export interface RealRunOutput {
 
 /** Why this machine's real runner cannot run the scenario, or undefined when it can. */
 export function realUnsupported(s: Scenario): string | undefined {
-  if (s.topology === 'pvp') return "topology 'pvp' needs a NIC and a traffic generator; there is no NIC description for this machine (the real runner supports 'loopback')";
-  if (s.topology === 'vm2vm') return "topology 'vm2vm' is not supported by the real runner (two VMs and iperf); use 'loopback'";
-  if (s.frontend === 'qemu-7.2') return "frontend 'qemu-7.2' needs QEMU 7.2 and a guest image; the real runner drives 'virtio-user-22.11'";
-  if (s.queues !== 1) return `queues = ${s.queues}: the real runner supports one queue pair`;
+  if (s.topology === 'vm2vm') return "topology 'vm2vm' is not supported by the real runner (two VMs and iperf); use 'loopback' or 'pvp'";
+  if (s.frontend === 'qemu-7.2') return "frontend 'qemu-7.2' needs QEMU 7.2 and a guest image; the real runner drives 'virtio-user-22.11' (as the VM in 'pvp')";
+  if (s.topology === 'pvp' && s.vms !== 1) return `topology 'pvp' with ${s.vms} VMs: the real runner has one VM stand-in`;
+  if (s.topology === 'pvp' && s.queues !== 1) return `topology 'pvp' with queues = ${s.queues}: the real runner runs PVP with one queue pair`;
+  if (s.queues > 4) return `queues = ${s.queues}: the real runner supports 1–4 queue pairs`;
   const bo = s.options?.backend ?? {};
   if (bo.client === false) return "options.backend.client = false: the real runner runs the reconnect arrangement (vhost client=1, virtio-user server=1)";
   for (const k of ['inflight', 'patch', 'reconnect', 'reconnectPeriod'] as const) {
@@ -173,8 +208,9 @@ function stepLabel(st: Step): string {
 export async function runScenarioReal(s: Scenario, opts: RealRunOptions): Promise<RealRunOutput> {
   const why = realUnsupported(s);
   if (why) throw new Error(`cannot run '${s.name}' on real DPDK here: ${why}`);
-  const runner = new LoopbackRun(s, opts);
+  const runner = new ScenarioRun(s, opts);
   try {
+    await runner.setUp();
     await runner.run();
   } finally {
     await runner.teardown();
@@ -188,7 +224,8 @@ interface Restart {
   sessionsBefore: number;
 }
 
-class LoopbackRun {
+/** A scenario on real processes; built and run by `runScenarioReal` (exported for tests with no DPDK). */
+export class ScenarioRun {
   private readonly s: Scenario;
   private readonly o: RealRunOptions;
   private readonly memoryMb: number;
@@ -205,7 +242,7 @@ class LoopbackRun {
   private readonly cut = new Map<Testpmd, number>();
   /** Whether the current virtio-user has had a back-end (its next one is a reconnect). */
   private feConnected = false;
-  private readonly lastStats = new Map<Testpmd, PortStats>();
+  private readonly lastStats = new Map<Testpmd, PortStats[]>();
   private readonly stepStarts: { t: number; label: string; index: number }[] = [];
   private current = 0;
   private readonly expects: RealRunResult['expects'] = [];
@@ -219,14 +256,44 @@ class LoopbackRun {
   /** Per restart: did a new session reach ready by the end of its step. */
   private readonly restartOutcomes: { what: string; ready: boolean }[] = [];
   private vmLaunches = 0;
+  private readonly pvp: boolean;
+  /** PVP: the host's NIC port, the veth pair and generator testpmd when they stand in. */
+  private nic: NicDescription | undefined;
+  private veth: VethPair | undefined;
+  private gen: Testpmd | undefined;
+  private genArgs: string[] | undefined;
+  private drivers: string[] | undefined;
+  private readonly burst: number;
 
   constructor(s: Scenario, o: RealRunOptions) {
     this.s = s;
     this.o = o;
     this.memoryMb = o.memoryMb ?? Number(process.env.VHOSTSIM_DPDK_MEM_MB ?? 256);
     this.timeoutMs = o.timeoutMs ?? 30_000;
+    this.pvp = s.topology === 'pvp';
+    this.burst = o.burst ?? 32;
     this.dir = RunDir.create('real');
     this.socket = this.dir.socket('vhost-net.sock');
+  }
+
+  /** PVP: the NIC (veth pair made here, or the lab's) and the generator, before the first step. */
+  async setUp(): Promise<void> {
+    if (!this.pvp) return;
+    const spec = this.o.nic ?? { kind: 'veth' };
+    if (spec.kind === 'external') {
+      this.nic = spec.nic;
+      this.notes.push(`NIC ${describeNic(spec.nic)} with an external generator: traffic is what the host's NIC port received (sent) and transmitted (through) during each traffic step`);
+      return;
+    }
+    const pmd = pmdAvailability(this.o.testpmd, 'net_af_packet');
+    if (!pmd.ok) throw new Error(`PVP stand-in: ${pmd.reason}`);
+    this.drivers = pmd.drivers.length ? pmd.drivers : undefined;
+    this.veth = createVethPair();
+    this.nic = { kind: 'af_packet', iface: this.veth.a };
+    this.genArgs = testpmdArgs(generatorOptions({ filePrefix: this.dir.prefix('gen'), nic: { kind: 'af_packet', iface: this.veth.b }, forwardLcore: 1, memoryMb: this.memoryMb, drivers: this.drivers, burst: this.burst }));
+    const gen = this.launch('generator', this.genArgs);
+    this.gen = gen;
+    await gen.waitForPrompt(1, this.timeoutMs);
   }
 
   // ---- processes ------------------------------------------------------------------------------
@@ -237,7 +304,7 @@ class LoopbackRun {
       virtioUserOptions({
         filePrefix: prefix,
         socket: this.socket,
-        queues: 1,
+        queues: this.s.queues,
         queueSize: this.s.queueSize,
         packed: this.s.ring === 'packed',
         mrgRxbuf: this.s.mrgRxbuf,
@@ -245,6 +312,8 @@ class LoopbackRun {
         ...(fo.cq !== undefined ? { cq: fo.cq } : {}),
         memoryMb: this.memoryMb,
         placement: placeForwarding(1),
+        // PVP: one port, frames swapped back out of the port they came in on.
+        ...(this.pvp ? { app: { portTopology: 'loop' as const, forwardMode: 'mac' as const, burst: this.burst } } : {}),
       }),
     );
   }
@@ -262,11 +331,16 @@ class LoopbackRun {
       backendOptions({
         filePrefix: prefix,
         sockets: this.socket,
-        queues: 1,
+        queues: this.s.queues,
         memoryMb: this.memoryMb,
         placement: placeForwarding(0),
+        ...(this.nic ? { nic: this.nic } : {}),
+        ...(this.drivers ? { drivers: this.drivers } : {}),
+        // A PCI NIC needs DMA-able memory.
+        ...(this.nic?.kind === 'pci' ? { hugepages: true } : {}),
         ...(Object.keys(extra).length ? { vhostExtra: extra } : {}),
         app: {
+          ...(this.pvp ? { burst: this.burst } : {}),
           ...(host.nbCores !== undefined ? { nbCores: host.nbCores } : {}),
           ...(host.txd !== undefined ? { txd: host.txd } : {}),
           ...(host.rxd !== undefined ? { rxd: host.rxd } : {}),
@@ -356,11 +430,16 @@ class LoopbackRun {
 
   /** Port counters of a process at its prompt, remembered as its last known. */
   private async snapshot(p: Testpmd): Promise<PortStats | undefined> {
+    return (await this.snapshotAll(p))?.[0];
+  }
+
+  /** Every port's counters (PVP host: port 0 NIC, port 1 vhost). */
+  private async snapshotAll(p: Testpmd): Promise<PortStats[] | undefined> {
     if (!p.running || p.prompts === 0) return this.lastStats.get(p);
     try {
-      const [st] = await p.portStats();
-      if (st) this.lastStats.set(p, st);
-      return st;
+      const st = await p.portStats();
+      if (st.length) this.lastStats.set(p, st);
+      return st.length ? st : this.lastStats.get(p);
     } catch (e) {
       this.notes.push(`${p.name}: show port stats failed: ${(e as Error).message.split('\n')[0]}`);
       return this.lastStats.get(p);
@@ -476,7 +555,55 @@ class LoopbackRun {
     this.restartOutcomes.push({ what: r.what, ready: this.backendLog().sessions.slice(r.sessionsBefore).some((x) => x.ready) });
   }
 
+  /**
+   * PVP traffic: generator rounds (`start tx_first N`, counted back at its RX) spread over the
+   * step, as many frames as the step's rate × seconds asks within what a round can carry
+   * (ROUND_BURSTS × burst frames, ROUNDS_PER_SECOND rounds a second). Without a generator here
+   * (a lab's), the step's real seconds pass and the host's NIC port counters tell.
+   */
+  private async runPvpTraffic(w: WalkedStep, st: Extract<Step, { op: 'traffic' }>): Promise<void> {
+    const seconds = st.seconds;
+    const base = { step: this.current, path: stepPath(w.indices), iteration: w.iteration, direction: direction(this.s), seconds };
+    const be = this.atPrompt(this.be);
+    const h0 = be ? await this.snapshotAll(be) : undefined;
+    const t0 = performance.now();
+    let sent = 0;
+    let through = 0;
+    let rounds = 0;
+    const gen = this.gen;
+    if (gen) {
+      const n = Math.max(1, Math.round(seconds * ROUNDS_PER_SECOND));
+      const wanted = st.rate !== undefined ? st.rate * seconds : Infinity;
+      const bursts = Math.max(1, Math.min(ROUND_BURSTS, Math.ceil(wanted / n / this.burst)));
+      const budget = seconds * 1000;
+      for (let k = 0; k < n; k++) {
+        const left = budget - (performance.now() - t0);
+        // Each round gets its share of what is left, but at least a liveness-sized window to come back.
+        const r = await generatorRound(gen, bursts, { timeoutMs: Math.max(MIN_ROUND_MS, left / (n - k)) });
+        sent += r.sent;
+        through += r.received;
+        rounds++;
+      }
+    } else await sleep(seconds * 1000);
+    await sleep(50);
+    const h1 = be && this.be === be && this.atPrompt(be) ? await this.snapshotAll(be) : undefined;
+    const d = h0 && h1 ? statsDelta(h0, h1) : undefined;
+    const port = (i: number): PortStats | undefined => d?.find((x) => x.port === i);
+    const host = d ? { nicRx: port(0)?.rxPackets ?? 0, nicTx: port(0)?.txPackets ?? 0, vhostRx: port(1)?.rxPackets ?? 0, vhostTx: port(1)?.txPackets ?? 0, nicMissed: port(0)?.rxMissed ?? 0 } : undefined;
+    if (!gen) {
+      sent = host?.nicRx ?? 0;
+      through = host?.nicTx ?? 0;
+    }
+    const took = ((performance.now() - t0) / 1000).toFixed(2);
+    const hostText = host ? `; host NIC RX ${host.nicRx} → vhost TX ${host.vhostTx}, vhost RX ${host.vhostRx} → NIC TX ${host.nicTx}` : '; no back-end at its prompt';
+    const reason = gen
+      ? `generator (af_packet on ${this.veth?.b}) sent ${sent} frames in ${rounds} round(s), ${through} came back through the VM in ${took} s${hostText}`
+      : `external generator: the host's NIC port received ${sent} and sent ${through} frames in ${seconds} s${hostText}`;
+    this.traffic.push({ ...base, sent, through, ok: through > 0, txDropped: 0, reason, ...(gen ? { rounds } : {}), ...(host ? { host } : {}) });
+  }
+
   private async runTraffic(w: WalkedStep, seconds: number): Promise<void> {
+    if (this.pvp) return this.runPvpTraffic(w, w.step as Extract<Step, { op: 'traffic' }>);
     const base = { step: this.current, path: stepPath(w.indices), iteration: w.iteration, direction: direction(this.s), seconds };
     const fe = this.atPrompt(this.fe);
     const be = this.be;
@@ -577,14 +704,16 @@ class LoopbackRun {
 
   async teardown(): Promise<void> {
     // Stats and log cut-off first: what the teardown makes the processes print is not the scenario's.
-    for (const p of [this.be, this.fe]) if (p?.running) await this.snapshot(p).catch(() => undefined);
+    for (const p of [this.be, this.fe, this.gen]) if (p?.running) await this.snapshotAll(p).catch(() => undefined);
     for (const b of this.bes) if (!this.cut.has(b)) this.cut.set(b, b.lines.length);
     this.elapsed = (performance.now() - this.wall0) / 1000;
     try {
       if (this.fe?.running && this.fe.prompts > 0) await this.fe.quit(10_000);
       if (this.be?.running) await this.be.quit(10_000);
+      if (this.gen?.running && this.gen.prompts > 0) await this.gen.quit(10_000);
     } finally {
-      await Promise.all([...this.fes, ...this.bes].map((p) => p.kill()));
+      await Promise.all([...this.fes, ...this.bes, ...(this.gen ? [this.gen] : [])].map((p) => p.kill()));
+      this.veth?.delete();
       this.dir.dispose();
     }
   }
@@ -622,7 +751,7 @@ class LoopbackRun {
     const traceRecords = traceText === '' ? 0 : traceText.trimEnd().split('\n').length;
 
     const portStats: RunResult['portStats'] = [];
-    const last = (list: Testpmd[]): PortStats | undefined => {
+    const last = (list: Testpmd[]): PortStats[] | undefined => {
       for (let i = list.length - 1; i >= 0; i--) {
         const st = this.lastStats.get(list[i]!);
         if (st) return st;
@@ -631,8 +760,10 @@ class LoopbackRun {
     };
     const hostStats = last(this.bes);
     const vmStats = last(this.fes);
-    if (hostStats) portStats.push({ instance: 'host', ports: [counters(hostStats, 'vhost')] });
-    if (vmStats) portStats.push({ instance: 'vm0', ports: [counters(vmStats, 'virtio')] });
+    // PVP host: port 0 is the NIC, port 1 the vhost port; loopback: port 0 is the vhost port.
+    if (hostStats) portStats.push({ instance: 'host', ports: hostStats.map((p) => counters(p, this.pvp && p.port === 0 ? 'nic' : 'vhost')) });
+    if (vmStats) portStats.push({ instance: 'vm0', ports: vmStats.map((p) => counters(p, 'virtio')) });
+    const genStats = this.gen ? this.lastStats.get(this.gen)?.[0] : undefined;
 
     const sent = this.traffic.reduce((n, t) => n + t.sent, 0);
     const through = this.traffic.reduce((n, t) => n + t.through, 0);
@@ -648,7 +779,7 @@ class LoopbackRun {
       seed: 0,
       expects: this.expects,
       invariants: MODEL_INVARIANTS.map((name) => ({ name, verdict: 'not-checked' as const, checks: 0, reason: NOT_CHECKED_INVARIANT[name] })),
-      properties: PROTOCOL_PROPERTIES.map((name): RealCheck => {
+      properties: PROTOCOL_PROPERTIES.map((name): PropertyResult => {
         if (name === 'features-stable') {
           return { name, verdict: featuresOk ? 'holds' : 'violated', checks: Math.max(0, log.sessions.length - 1), reason: featuresOk ? `every session negotiated the features of the first (back-end log)` : 'a session negotiated other features than the first (back-end log)' };
         }
@@ -674,7 +805,11 @@ class LoopbackRun {
         packetsThrough: through,
         // txonly frames carry no sequence numbers: duplicates are not observable (see properties).
         duplicates: 0,
-        drops: txDropped > 0 ? [{ reason: 'ring-full', where: 'vm0 port 0 (virtio-user TX-dropped)', count: txDropped }] : [],
+        drops: [
+          ...(txDropped > 0 ? [{ reason: 'ring-full', where: 'vm0 port 0 (virtio-user TX-dropped)', count: txDropped }] : []),
+          // PVP: frames the generator sent that did not come back; where they were lost is not observed.
+          ...(this.pvp && sent > through ? [{ reason: 'not-returned', where: 'generator → host → vm0 → host → generator', count: sent - through }] : []),
+        ],
       },
       // No virtual time on a real run.
       virtualSeconds: 0,
@@ -685,8 +820,12 @@ class LoopbackRun {
         commandLines: {
           frontend: shellQuote([this.o.testpmd, ...(this.fes[0]?.args ?? this.frontendArgs('PREFIX'))]),
           backend: shellQuote([this.o.testpmd, ...(this.bes[0]?.args ?? this.backendArgs('PREFIX'))]),
+          ...(this.genArgs ? { generator: shellQuote([this.o.testpmd, ...this.genArgs]) } : {}),
         },
-        processes: [...this.fes, ...this.bes].map((p) => ({ name: p.name, pid: p.pid, ...(p.exitInfo ? { exit: { code: p.exitInfo.code, signal: p.exitInfo.signal } } : {}) })),
+        ...(this.nic
+          ? { nic: { description: this.nic, generator: this.gen ? ('testpmd' as const) : ('external' as const), ...(this.veth ? { veth: { a: this.veth.a, b: this.veth.b } } : {}), ...(genStats ? { generatorStats: counters(genStats, 'nic') } : {}) } }
+          : {}),
+        processes: [...this.fes, ...this.bes, ...(this.gen ? [this.gen] : [])].map((p) => ({ name: p.name, pid: p.pid, ...(p.exitInfo ? { exit: { code: p.exitInfo.code, signal: p.exitInfo.signal } } : {}) })),
         sessions,
         traffic: this.traffic,
         notes: [
@@ -703,8 +842,24 @@ class LoopbackRun {
       sessions: sessions.map((x): ObservedSession => ({ n: x.n, requests: x.requests, bases: x.bases, ready: x.ready, openedBy: x.openedBy, ...(x.step !== undefined ? { step: x.step } : {}) })),
       traffic: this.traffic.map(({ step, path, iteration, direction: d, sent: se, through: th, ok }) => ({ ...(step !== undefined ? { step } : {}), path, iteration, direction: d, sent: se, through: th, ok })),
     };
-    const logs = [...this.fes, ...this.bes].map((p) => ({ name: p.name, text: p.text() }));
+    const logs = [...this.fes, ...this.bes, ...(this.gen ? [this.gen] : [])].map((p) => ({ name: p.name, text: p.text() }));
     return { result, observation, traceText, logs, backendLog: lines.map((l) => l.text).join('\n') + '\n' };
+  }
+}
+
+/** PVP generator rounds: at most this many bursts each, this many a second, each waited at least this long. */
+const ROUND_BURSTS = 8;
+const ROUNDS_PER_SECOND = 4;
+const MIN_ROUND_MS = 250;
+
+function describeNic(n: NicDescription): string {
+  switch (n.kind) {
+    case 'pci':
+      return `PCI ${n.address}`;
+    case 'pcap':
+      return `pcap ${n.iface ?? n.rxPcap ?? ''}`;
+    default:
+      return `${n.kind} ${n.iface}`;
   }
 }
 

@@ -41,6 +41,13 @@ export interface GuestPortOptions {
   readonly kick: (vring: number) => void;
   /** The rings are handed to a back-end: only then is anything posted. */
   readonly running: () => boolean;
+  /**
+   * Ask for used-buffer notifications (true by default: a kernel driver takes interrupts).
+   * false: a polling driver, as DPDK's virtio PMD: every ring is built with split
+   * avail->flags VRING_AVAIL_F_NO_INTERRUPT / packed driver event flags DISABLE, so the
+   * back-end does not write the call eventfd.
+   */
+  readonly usedNotifications?: boolean;
 }
 
 export class GuestPort {
@@ -69,6 +76,7 @@ export class GuestPort {
       SplitDriver.init(mem, l);
       this.drivers[i] = new SplitDriver<number>(mem, l, features);
     }
+    if (this.o.usedNotifications === false) this.drivers[i]!.disableNotifications();
     return dropped;
   }
 

@@ -218,6 +218,9 @@ export class RealModelFrontend {
       bufBase: BASE,
       kick: (i) => this.kicks[i]!.write(1n),
       running: () => this.running,
+      // DPDK's virtio PMD polls: virtio_init_vring() calls virtqueue_disable_intr() on every
+      // vring (drivers/net/virtio, 22.11), split VRING_AVAIL_F_NO_INTERRUPT / packed DISABLE.
+      usedNotifications: false,
     });
     this.env = this.makeEnv(size);
   }
@@ -233,6 +236,11 @@ export class RealModelFrontend {
   /** DRIVER_OK reached on the current back-end. */
   get running(): boolean {
     return this.conn?.open === true && this.conn.session.running;
+  }
+
+  /** Takes each vring's call eventfd count: used-buffer notifications the back-end sent since the last take. */
+  takeCalls(): bigint[] {
+    return this.calls.map((c) => (realFdOf(c) as RealEventFd).read());
   }
 
   /** The negotiated ring kind (after the probe). */

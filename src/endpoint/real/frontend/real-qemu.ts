@@ -35,7 +35,7 @@ import {
   type QemuState,
   type StatusOutcome,
 } from '../../frontend/qemu-seq.ts';
-import { RealFdAdapters, epochSeconds } from '../fd-adapter.ts';
+import { RealFdAdapters, epochSeconds, realFdOf } from '../fd-adapter.ts';
 import { BUF_SIZE, GuestPort, ringStride, type RingDriver } from './guest-port.ts';
 import { SocketIo, type RealFrontendLogLine, type RealFrontendSession } from './real-frontend.ts';
 
@@ -154,8 +154,15 @@ export class RealQemuFrontend {
       bufBase: BUF_GPA,
       kick: (i) => this.kicks[i]!.write(1n),
       running: () => this.running,
+      // A QEMU guest's kernel virtio-net driver takes interrupts (NAPI turns them off only while it polls).
+      usedNotifications: true,
     });
     this.env = this.makeEnv();
+  }
+
+  /** Takes each vring's call eventfd (irqfd) count: used-buffer notifications since the last take. */
+  takeCalls(): bigint[] {
+    return this.calls.map((c) => (realFdOf(c) as RealEventFd).read());
   }
 
   get memory() {
