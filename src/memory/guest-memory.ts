@@ -98,10 +98,13 @@ function checkWhole(what: string, n: number): void {
 export class PacketBuffer {
   readonly bytes: Uint8Array;
   readonly words: BigUint64Array;
+  /** 4-byte words, for copies to guest addresses aligned to 4 but not 8 (after a 12-byte header). */
+  readonly u32: Uint32Array;
   constructor(size: number, buffer: ArrayBufferLike = new ArrayBuffer(Math.ceil(size / 8) * 8), offset = 0) {
     if (offset % 8 !== 0) throw new RangeError('packet buffer offset must be a multiple of 8');
     this.bytes = new Uint8Array(buffer, offset, size);
     this.words = new BigUint64Array(buffer, offset, Math.floor(size / 8));
+    this.u32 = new Uint32Array(buffer, offset, Math.floor(size / 4));
   }
 }
 
@@ -350,6 +353,14 @@ export class GuestMemory {
 
   /** Fills [gpa, gpa+len) with `value`. */
   fill(gpa: number, len: number, value = 0): void {
+    const hit = this.lastHit;
+    if (gpa >= hit.gpa && len <= hit.gpaEnd - gpa && len > 0 && Number.isSafeInteger(gpa) && Number.isInteger(len)) {
+      // Within the last region hit (a virtio-net header): no range walk.
+      const o = gpa - hit.gpa;
+      hit.bytes.fill(value, o, o + len);
+      if (this.log !== null) this.log.mark(gpa, len);
+      return;
+    }
     this.checkRange(gpa, len);
     let done = 0;
     while (done < len) {
@@ -396,6 +407,25 @@ export class GuestMemory {
       const s0 = srcOffset >>> 3;
       for (let i = 0; i < words; i++) dst[d0 + i] = from[s0 + i];
       for (let i = words << 3; i < len; i++) hit.bytes[o + i] = src.bytes[srcOffset + i];
+      if (this.log !== null) this.log.mark(gpa, len);
+      return;
+    }
+    if (gpa >= hit.gpa && len <= hit.gpaEnd - gpa && len >= 0 && srcOffset >= 0 && srcOffset + len <= src.bytes.length && len <= 256) {
+      // A short frame after a 12-byte header: 4-byte words (or bytes) beat allocating a
+      // subarray; longer copies take `write` (one memcpy).
+      const d = hit.bytes;
+      const b = src.bytes;
+      let i = 0;
+      if (((o | srcOffset) & 3) === 0) {
+        const d32 = hit.u32;
+        const s32 = src.u32;
+        const words = len >>> 2;
+        const d0 = o >>> 2;
+        const s0 = srcOffset >>> 2;
+        for (let k = 0; k < words; k++) d32[d0 + k] = s32[s0 + k];
+        i = words << 2;
+      }
+      for (; i < len; i++) d[o + i] = b[srcOffset + i];
       if (this.log !== null) this.log.mark(gpa, len);
       return;
     }

@@ -96,6 +96,7 @@ export class Testpmd<P extends NetPacket = NetPacket> {
   private readonly scratch: PacketBuffer;
   private readonly txFields: FrameFields = { dst: 0, src: 0, kind: FrameKind.Data, flow: 0, seq: 0 };
   private readonly pollFn = () => this.poll();
+  private readonly pollLabel: string;
 
   constructor(
     private readonly sched: Scheduler,
@@ -114,6 +115,7 @@ export class Testpmd<P extends NetPacket = NetPacket> {
     if (this.txPktLen < MIN_FRAME_LEN) throw new RangeError(`txonly packet length ${this.txPktLen} is below ${MIN_FRAME_LEN}`);
     this.peerAddrs = new Map(opts.peerAddrs ?? []);
     this.name = opts.name ?? 'testpmd';
+    this.pollLabel = `${this.name} fwd`;
     this.scratch = new PacketBuffer(Math.ceil(this.txPktLen / 8) * 8);
     this.buildStreams();
   }
@@ -168,7 +170,7 @@ export class Testpmd<P extends NetPacket = NetPacket> {
     this.buildStreams();
     for (const s of this.streams) s.rxPackets = s.txPackets = s.fwdDropped = 0;
     this.startCounters = this.ports.map((p) => p.stats().snapshot());
-    this.timer = this.sched.after(this.pollInterval, this.pollFn, `${this.name} fwd`);
+    this.timer = this.sched.after(this.pollInterval, this.pollFn, this.pollLabel);
   }
 
   /** `stop`: ends forwarding and returns the "Forward statistics" text testpmd prints. */
@@ -210,7 +212,7 @@ export class Testpmd<P extends NetPacket = NetPacket> {
   }
 
   private poll(): void {
-    this.timer = this.sched.after(this.pollInterval, this.pollFn, `${this.name} fwd`);
+    this.timer = this.sched.after(this.pollInterval, this.pollFn, this.pollLabel);
     this.runOnce();
   }
 

@@ -36,20 +36,23 @@ export class GuestMbuf implements NetPacket {
     readonly bufGpa: number,
   ) {}
 
+  // MACs move as a u16 and a u32 (little-endian accessors, so the bytes are swapped): two
+  // guest-memory accesses per address instead of six.
   readMac(off: 0 | 6): number {
     const mem = this.pool.mem;
-    let v = 0;
-    for (let i = 0; i < 6; i++) v = v * 256 + mem.readU8(this.dataGpa + off + i);
-    return v;
+    const gpa = this.dataGpa + off;
+    const a = mem.readU16(gpa);
+    const b = mem.readU32(gpa + 2);
+    const hi = ((a & 0xff) << 8) | (a >>> 8);
+    return hi * 0x1_0000_0000 + bswap32(b);
   }
 
   writeMac(off: 0 | 6, mac: number): void {
     const mem = this.pool.mem;
-    let v = mac;
-    for (let i = 5; i >= 0; i--) {
-      mem.writeU8(this.dataGpa + off + i, v % 256);
-      v = Math.floor(v / 256);
-    }
+    const gpa = this.dataGpa + off;
+    const hi = Math.floor(mac / 0x1_0000_0000) & 0xffff;
+    mem.writeU16(gpa, ((hi & 0xff) << 8) | (hi >>> 8));
+    mem.writeU32(gpa + 2, bswap32(mac >>> 0));
   }
 
   copyTo(dst: PacketBuffer): number {
@@ -172,6 +175,10 @@ export class GuestMbufPool implements PacketSource<GuestMbuf> {
     head.nbSegs = need;
     return head;
   }
+}
+
+function bswap32(v: number): number {
+  return ((v >>> 24) | ((v >>> 8) & 0xff00) | ((v & 0xff00) << 8) | ((v & 0xff) << 24)) >>> 0;
 }
 
 function slotSize(opts: GuestMbufPoolOptions): number {

@@ -60,6 +60,7 @@ export class GuestVirtioNet implements StreamTransport {
   private readonly txScratch: PacketBuffer;
   private timer: EventHandle | null = null;
   private readonly pollFn = () => this.poll();
+  private readonly pollLabel: string;
 
   framesIn = 0;
   framesOut = 0;
@@ -73,6 +74,7 @@ export class GuestVirtioNet implements StreamTransport {
     opts: GuestVirtioNetOptions,
   ) {
     this.name = opts.name ?? 'vm';
+    this.pollLabel = `${this.name} napi`;
     this.mac = opts.mac;
     this.pollInterval = opts.pollInterval ?? 2e-5;
     this.budget = opts.budget ?? 64;
@@ -138,7 +140,7 @@ export class GuestVirtioNet implements StreamTransport {
   }
 
   start(): void {
-    if (this.timer === null) this.timer = this.sched.after(this.pollInterval, this.pollFn, `${this.name} napi`);
+    if (this.timer === null) this.timer = this.sched.after(this.pollInterval, this.pollFn, this.pollLabel);
   }
 
   stop(): void {
@@ -150,7 +152,7 @@ export class GuestVirtioNet implements StreamTransport {
   interrupt(_vring: number): void {}
 
   private poll(): void {
-    this.timer = this.sched.after(this.pollInterval, this.pollFn, `${this.name} napi`);
+    this.timer = this.sched.after(this.pollInterval, this.pollFn, this.pollLabel);
     this.runOnce();
   }
 

@@ -92,7 +92,11 @@ export class TrafficGenerator implements WireEnd {
     private readonly sched: Scheduler,
     private readonly pool: MbufPool,
     readonly name = 'tg0',
-  ) {}
+  ) {
+    this.tickLabel = `${name} send`;
+  }
+
+  private readonly tickLabel: string;
 
   /** Cables the generator to a NIC, both directions. */
   connect(nic: Nic): void {
@@ -135,7 +139,7 @@ export class TrafficGenerator implements WireEnd {
     this.fields.src = this.opts.srcMac;
     this.credit = 0;
     this.lastTick = this.sched.now;
-    this.timer = this.sched.after(0, this.tickFn, `${this.name} send`);
+    this.timer = this.sched.after(0, this.tickFn, this.tickLabel);
   }
 
   stop(): void {
@@ -172,7 +176,7 @@ export class TrafficGenerator implements WireEnd {
       if (this.link === null) m.free();
       else this.link.receiveFromWire(m);
     }
-    if (this.sent < o.count) this.timer = this.sched.after(o.tick, this.tickFn, `${this.name} send`);
+    if (this.sent < o.count) this.timer = this.sched.after(o.tick, this.tickFn, this.tickLabel);
   }
 
   receiveFromWire(m: Mbuf): void {

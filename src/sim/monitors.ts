@@ -643,13 +643,23 @@ export class RunMonitors {
   readonly resumeAt: AppendWatch;
   readonly connectionAt: AppendWatch;
 
-  private readonly lists: readonly (readonly unknown[])[];
+  // The lists the monitors read, each in its own field: summing their lengths after every event
+  // then reads `.length` at five monomorphic sites instead of one megamorphic one.
+  private readonly l0: readonly unknown[];
+  private readonly l1: readonly unknown[];
+  private readonly l2: readonly unknown[];
+  private readonly l3: readonly unknown[];
+  private readonly l4: readonly unknown[];
   /** Total length of the lists the monitors read: they only grow, so an unchanged total means nothing new. */
   private listTotal = 0;
 
   constructor(targets: MonitorTargets) {
     const o = targets.obs;
-    this.lists = [targets.recorder.records, o.escaped, o.connections, o.resumes, o.ringErrors];
+    this.l0 = targets.recorder.records;
+    this.l1 = o.escaped;
+    this.l2 = o.connections;
+    this.l3 = o.resumes;
+    this.l4 = o.ringErrors;
     this.trace = new TraceMonitor(targets.recorder.records);
     this.escapes = new EscapeMonitor(targets.obs.escaped);
     this.rings = new RingMonitor(targets.guests);
@@ -698,9 +708,7 @@ export class RunMonitors {
 
   private run(): void {
     const at = this.at;
-    const lists = this.lists;
-    let total = 0;
-    for (let i = 0; i < lists.length; i++) total += lists[i]!.length;
+    const total = this.l0.length + this.l1.length + this.l2.length + this.l3.length + this.l4.length;
     if (total !== this.listTotal) {
       this.listTotal = total;
       this.escapes.check(at);

@@ -99,16 +99,25 @@ export class SchedulerRunawayError extends Error {
 }
 
 class ScheduledEvent implements EventHandle {
+  // `declare`d and assigned in the constructor rather than class fields (which start undefined
+  // and are defined one by one): one is allocated per event, so its construction is kept plain.
+  declare readonly owner: Scheduler;
+  declare readonly time: number;
+  declare readonly tie: number;
+  declare readonly seq: number;
+  declare readonly fn: () => void;
+  declare readonly label: string;
   /** Position in the heap array; -1 once it has left the heap. */
-  index = -1;
-  constructor(
-    readonly owner: Scheduler,
-    readonly time: number,
-    readonly tie: number,
-    readonly seq: number,
-    readonly fn: () => void,
-    readonly label: string,
-  ) {}
+  declare index: number;
+  constructor(owner: Scheduler, time: number, tie: number, seq: number, fn: () => void, label: string) {
+    this.owner = owner;
+    this.time = time;
+    this.tie = tie;
+    this.seq = seq;
+    this.fn = fn;
+    this.label = label;
+    this.index = -1;
+  }
 
   get pending(): boolean {
     return this.index >= 0;
@@ -191,7 +200,13 @@ export class Scheduler {
   /** Schedules `fn` after `dt` (≥ 0) virtual seconds. */
   after(dt: number, fn: () => void, label = ''): EventHandle {
     if (!(dt >= 0) || !Number.isFinite(dt)) throw new RangeError(`scheduler.after: delay ${dt} is not a finite non-negative number${label ? ` ('${label}')` : ''}`);
-    return this.at(this.clock + dt, fn, label);
+    const t = this.clock + dt;
+    // The poll loops' path: t ≥ now already holds, so only overflow needs `at`'s checks.
+    if (t === Infinity) return this.at(t, fn, label);
+    const tie = this.tieRng === null ? 0 : this.tieRng.nextU32();
+    const ev = new ScheduledEvent(this, t, tie, this.nextSeq++, fn, label);
+    this.push(ev);
+    return ev;
   }
 
   /** Adds a hook run after every event (in the order added); returns its remover. */

@@ -91,6 +91,10 @@ export interface HandleResult {
   readonly close: boolean;
 }
 
+function asEventFd(s: FdSlot): EventFd | undefined {
+  return s instanceof EventFd && !s.closed ? s : undefined;
+}
+
 /** A vring as the data path sees it once the device runs. */
 export interface VringView {
   readonly index: number;
@@ -260,18 +264,32 @@ export class VhostUserDevice {
     if (i >= 2 * this.profile.options.queues) return undefined;
     if (!vq.isReady() || !vq.accessOk || vq.device === undefined) return undefined;
     const device = vq.device;
-    const asEventFd = (s: FdSlot): EventFd | undefined => (s instanceof EventFd && !s.closed ? s : undefined);
+    const kick = asEventFd(vq.kick);
+    const call = asEventFd(vq.call);
+    const inflight = vq.inflight !== undefined && hasProtocolFeature(this.protocolFeatures, PF.INFLIGHT_SHMFD) ? vq.inflight : undefined;
+    // The glue asks after every event while it waits for readiness: hand back the same view while
+    // nothing it carries changed (views are never mutated, so a held one keeps its old values).
+    const c = this.viewCache[i];
+    if (c !== undefined && c.vq === vq && c.view.device === device && c.view.kick === kick && c.view.call === call && c.view.enabled === vq.enabled && c.inflight === inflight) return c.view;
+    const view = this.makeView(i, vq, device, kick, call, inflight);
+    this.viewCache[i] = { vq, inflight, view };
+    return view;
+  }
+
+  private readonly viewCache: ({ vq: Vring; inflight: InflightView | undefined; view: VringView } | undefined)[] = [];
+
+  private makeView(i: number, vq: Vring, device: SplitDevice | PackedDevice, kick: EventFd | undefined, call: EventFd | undefined, inflight: InflightView | undefined): VringView {
     const self = this;
     return {
       index: i,
       device,
-      kick: asEventFd(vq.kick),
-      call: asEventFd(vq.call),
+      kick,
+      call,
       enabled: vq.enabled,
-      ...(vq.inflight !== undefined && hasProtocolFeature(this.protocolFeatures, PF.INFLIGHT_SHMFD)
+      ...(inflight !== undefined
         ? {
             inflight: {
-              view: vq.inflight,
+              view: inflight,
               takeResubmit(): InflightCheck | undefined {
                 const r = vq.resubmit;
                 vq.resubmit = undefined;
