@@ -1,7 +1,8 @@
 /**
  * Random scenarios in the model (fast-check): random op sequences — back-end quit/kill and
  * relaunch, a back-end killed during traffic (`kill-backend` with `at`), VM reboot, quit/kill and
- * relaunch, traffic and waits of random length — on split and packed rings, one or two VMs,
+ * relaunch, a VM killed during traffic (`kill-vm` with `at`, PVP) and relaunched, traffic and waits
+ * of random length — on split and packed rings, one or two VMs,
  * one to four queue pairs, several ring sizes, both front-end profiles, on the PVP topology and
  * on loopback (a virtio-user port sending to the host testpmd; no crash during traffic, no
  * reboot there, as the scenario rules say).
@@ -15,7 +16,10 @@
  * - Bounded loss: duplicates and loss beyond counted drops stay within `allowedLoss` for the
  *   in-flight counts the crash's detach reports (and virtio-user's packed ring resets) give.
  * - Several queue pairs: a run whose overall verdict holds moved packets on every queue of every
- *   VM's vhost port (the per-queue counts of the result), both ways in PVP.
+ *   VM's vhost port (the per-queue counts of the result), both ways in PVP; liveness and
+ *   traffic-flows judge every queue pair of every step after a restart.
+ * - A VM killed during traffic: its lost packets are in the bounded-loss evidence, kill by kill,
+ *   and listed as `vm-killed` drops.
  * - A counterexample replays from its seed: `fc.assert` prints the seed and path; the scenario's
  *   own `seed` is part of the generated value, so the run is the same.
  *
@@ -33,6 +37,8 @@ type Action =
   | { kind: 'backend'; how: 'quit-backend' | 'kill-backend' }
   /** Traffic for `seconds`, the back-end killed `at` seconds into it, then relaunched. */
   | { kind: 'crash'; seconds: number; at: number }
+  /** Traffic for `seconds`, VM `vm` killed `at` seconds into it (QEMU gone mid-burst), then relaunched (PVP only). */
+  | { kind: 'vm-crash'; vm: number; seconds: number; at: number }
   | { kind: 'vm'; how: 'reboot-vm' | 'quit-vm' | 'kill-vm'; vm: number }
   | { kind: 'traffic'; seconds: number }
   | { kind: 'wait'; seconds: number };
@@ -53,6 +59,9 @@ const actionArb = (vms: number, topology: Topo): fc.Arbitrary<Action> =>
     topology === 'pvp'
       ? fc.record({ kind: fc.constant('crash' as const), seconds: fc.constant(0.1), at: fc.double({ min: 1e-3, max: 0.099, noNaN: true }) })
       : fc.record({ kind: fc.constant('backend' as const), how: fc.constant('kill-backend' as const) }),
+    topology === 'pvp'
+      ? fc.record({ kind: fc.constant('vm-crash' as const), vm: fc.integer({ min: 0, max: vms - 1 }), seconds: fc.constant(0.1), at: fc.double({ min: 1e-3, max: 0.099, noNaN: true }) })
+      : fc.record({ kind: fc.constant('vm' as const), how: fc.constant('kill-vm' as const), vm: fc.constant(0) }),
     fc.record({ kind: fc.constant('wait' as const), seconds: fc.double({ min: 1e-4, max: 2, noNaN: true }) }),
   );
 
@@ -79,6 +88,7 @@ function buildScenario(o: Omit<Generated, 'topology' | 'queues'> & { topology?: 
   for (const a of o.actions) {
     if (a.kind === 'backend') steps.push({ op: a.how }, { op: 'launch-backend' }, hostFwd, { op: 'expect', what: 'reconnected' });
     else if (a.kind === 'crash') steps.push({ op: 'traffic', seconds: a.seconds }, { op: 'kill-backend', at: a.at }, { op: 'launch-backend' }, hostFwd, { op: 'expect', what: 'reconnected' });
+    else if (a.kind === 'vm-crash') steps.push({ op: 'traffic', seconds: a.seconds }, { op: 'kill-vm', vm: a.vm, at: a.at }, { op: 'launch-vm', vm: a.vm }, ...guestFwd(a.vm), { op: 'expect', what: 'reconnected' });
     else if (a.kind === 'vm') {
       steps.push({ op: a.how, vm: a.vm });
       if (a.how !== 'reboot-vm') steps.push({ op: 'launch-vm', vm: a.vm });
@@ -132,11 +142,13 @@ function isNamedLimitation(s: Scenario, m: { profile: string; summary: string } 
 }
 
 const timedKill = (s: Scenario): boolean => s.steps.some((st) => st.op === 'kill-backend' && st.at !== undefined);
+const timedVmKills = (s: Scenario): number => s.steps.filter((st) => st.op === 'kill-vm' && st.at !== undefined).length;
 
 describe('random scenarios', () => {
   it(`model invariants always hold; failures are named limitations (${250 * SCALE} scenarios)`, { timeout: 120_000 * SCALE }, () => {
     let ran = 0;
     let crashes = 0;
+    let vmCrashes = 0;
     const shapes = { loopback: 0, multiQueue: 0 };
     const t0 = performance.now();
     fc.assert(
@@ -168,7 +180,22 @@ describe('random scenarios', () => {
             expect(p.verdict).toBe('holds');
           }
         }
+        // PVP with nothing in flight at a crash: every packet that did not come back is a counted drop,
+        // exactly (an over-count would hide a loss behind the bound's clipping at 0).
+        const loss = result.properties.find((x) => x.name === 'bounded-loss')!;
+        const lev = loss.evidence as { lossBalance?: number; allowed: { lost: number | null } };
+        if (s.topology === 'pvp' && lev.allowed.lost === 0) expect(lev.lossBalance, JSON.stringify(result.counts.drops)).toBe(0);
         if (timedKill(s)) crashes++;
+        // A VM killed during traffic: what died with it is counted and listed, kill by kill.
+        const vmKills = timedVmKills(s);
+        if (vmKills > 0) {
+          vmCrashes++;
+          const loss = result.properties.find((x) => x.name === 'bounded-loss')!;
+          const ev = loss.evidence as { vmKilledDuringTraffic?: { lost: number }[] };
+          expect(ev.vmKilledDuringTraffic, loss.reason).toHaveLength(vmKills);
+          const listed = result.counts.drops.filter((d) => d.reason === 'vm-killed').reduce((n, d) => n + d.count, 0);
+          expect(listed).toBe(ev.vmKilledDuringTraffic!.reduce((n, k) => n + k.lost, 0));
+        }
         // Split rings hold unless a crash during traffic left buffers popped but not used.
         if (s.ring === 'split' && !timedKill(s)) expect(overallVerdict(result).verdict, overallVerdict(result).reason).toBe('holds');
         // Several queue pairs: a run that holds moved packets on every queue of every vhost port.
@@ -186,9 +213,10 @@ describe('random scenarios', () => {
     );
     const secs = (performance.now() - t0) / 1000;
     console.log(
-      `scenario properties: ${ran} model runs (${crashes} with a back-end killed during traffic, ${shapes.multiQueue} with 2-4 queue pairs, ${shapes.loopback} loopback) in ${secs.toFixed(2)} s (${(ran / secs).toFixed(1)} scenarios/s)`,
+      `scenario properties: ${ran} model runs (${crashes} with a back-end killed during traffic, ${vmCrashes} with a VM killed during traffic, ${shapes.multiQueue} with 2-4 queue pairs, ${shapes.loopback} loopback) in ${secs.toFixed(2)} s (${(ran / secs).toFixed(1)} scenarios/s)`,
     );
     expect(crashes).toBeGreaterThan(0);
+    expect(vmCrashes).toBeGreaterThan(0);
     expect(shapes.multiQueue).toBeGreaterThan(0);
     expect(shapes.loopback).toBeGreaterThan(0);
   });

@@ -113,6 +113,17 @@ export function judgeResume(s: Scenario, r: RingResume): ResumeVerdict {
   return { resume: r, verdict: 'fails-as-modelled', reason: `${where}: resumed at ${fmtPos(r.avail)} instead of ${fmtPos(e.lastAvail)}`, mechanism };
 }
 
+/** A queue of a running VM that moved no packet in a traffic step (several queue pairs only). */
+export interface SilentQueue {
+  vm: number;
+  queue: number;
+  /** guest-tx: the host's vhost RX queue dequeued nothing from vring 2q+1; guest-rx: its TX queue enqueued nothing into vring 2q. */
+  dir: 'guest-tx' | 'guest-rx';
+  vring: number;
+}
+
+export const fmtSilent = (q: SilentQueue): string => `vm${q.vm} queue ${q.queue} ${q.dir === 'guest-tx' ? 'guest TX' : 'guest RX'} (vring ${q.vring})`;
+
 export interface TrafficRecord {
   t: number;
   /** Distinct packets that came back (PVP) / segments delivered (VM2VM). */
@@ -123,8 +134,10 @@ export interface TrafficRecord {
   flowed: boolean;
   /** Loss explained by counted drops (ring full, backend down, guest not ready). */
   attributed: number;
-  /** Per VM: did the VM's ports move packets. */
+  /** Per VM: did the VM's ports move packets (with several queue pairs: on every queue pair its device negotiated). */
   perVm: boolean[];
+  /** Several queue pairs: the queues that moved nothing (they make their VM's `perVm` false). */
+  silentQueues?: SilentQueue[];
   /**
    * PVP: packets that came back, and drops counted, between the previous traffic step's end and
    * this one's start (held in a ring across a restart, they move while the next process starts).
@@ -139,8 +152,13 @@ export interface TrafficRecord {
  * differences would count it lost in the first and clip the surplus of the second.
  */
 export function unattributedLoss(s: Scenario, traffic: readonly TrafficRecord[]): number {
-  if (s.topology === 'pvp') return Math.max(0, traffic.reduce((n, t) => n + t.sent - t.through - t.attributed - (t.between?.through ?? 0) - (t.between?.attributed ?? 0), 0));
+  if (s.topology === 'pvp') return Math.max(0, lossBalance(traffic));
   return traffic.reduce((n, t) => n + Math.max(0, t.lost - t.attributed), 0);
+}
+
+/** PVP: packets sent minus those that came back minus counted drops, unclipped (negative: drops counted twice). */
+export function lossBalance(traffic: readonly TrafficRecord[]): number {
+  return traffic.reduce((n, t) => n + t.sent - t.through - t.attributed - (t.between?.through ?? 0) - (t.between?.attributed ?? 0), 0);
 }
 
 /** A VM killed during traffic and the packets that died with it (src/sim/runner.ts). */
@@ -166,8 +184,10 @@ export interface LivenessRecord {
   vm?: number;
   faultAt: number;
   readyAt: number | undefined;
-  /** Did the next traffic step after it flow. */
+  /** Did the next traffic step after it flow (on every queue pair of the VMs it concerns). */
   trafficResumed: boolean | undefined;
+  /** The queues that stayed silent in that step, named (several queue pairs). */
+  silentQueues?: string[];
   /** Scenario path of the step that restarted it. */
   step?: string;
 }
@@ -235,7 +255,7 @@ export function checkProtocolProperties(
   const lost = unattributedLoss(s, input.traffic);
   const dupOk = allowed.duplicates === null ? dups === 0 : dups <= allowed.duplicates;
   const killed = (input.vmKills ?? []).map((k) => ({ vm: k.vm, t: k.t, lost: k.rxUnread + k.inTestpmd + k.txNotTaken + k.afterKill, rxUnread: k.rxUnread, inTestpmd: k.inTestpmd, txNotTaken: k.txNotTaken, afterKill: k.afterKill, droppedWhileDown: k.whileDown }));
-  const evidence = { duplicates: dups, unattributedLoss: lost, inFlightAtCrash: { tx: crashTx, rx: rxIn }, ...(killed.length > 0 ? { vmKilledDuringTraffic: killed } : {}), ...(obs.ringResets.length > 0 ? { droppedByRingReset: { tx: resetTx, rx: obs.ringResets.reduce((n, x) => n + x.dropped, 0) - resetTx } } : {}), allowed: { duplicates: allowed.duplicates, lost: allowed.lost } };
+  const evidence = { duplicates: dups, unattributedLoss: lost, ...(s.topology === 'pvp' ? { lossBalance: lossBalance(input.traffic) } : {}), inFlightAtCrash: { tx: crashTx, rx: rxIn }, ...(killed.length > 0 ? { vmKilledDuringTraffic: killed } : {}), ...(obs.ringResets.length > 0 ? { droppedByRingReset: { tx: resetTx, rx: obs.ringResets.reduce((n, x) => n + x.dropped, 0) - resetTx } } : {}), allowed: { duplicates: allowed.duplicates, lost: allowed.lost } };
   const lossMechanism = (what: string): Mechanism | undefined =>
     modelledMismatch?.mechanism ? { ...modelledMismatch.mechanism, summary: `${what}: ${modelledMismatch.mechanism.summary}` } : undefined;
   if (dupOk) props.push({ name: 'no-duplicate-delivery', verdict: 'holds', checks: input.traffic.length, reason: `${dups} duplicates (allowed ${allowed.duplicates ?? 'unbounded'})`, evidence });
@@ -289,7 +309,7 @@ export function checkProtocolProperties(
   const stalled = input.liveness.find((l) => l.trafficResumed === false);
   if (!late && !stalled) {
     const worstT = input.liveness.reduce((m, l) => Math.max(m, (l.readyAt ?? 0) - l.faultAt), 0);
-    props.push({ name: 'liveness', verdict: 'holds', checks: input.liveness.length, reason: `${input.liveness.length} restarts, ready within ${worstT.toFixed(3)} s (bound ${input.readyBound} s), traffic resumed every time` });
+    props.push({ name: 'liveness', verdict: 'holds', checks: input.liveness.length, reason: `${input.liveness.length} restarts, ready within ${worstT.toFixed(3)} s (bound ${input.readyBound} s), traffic resumed every time${s.queues > 1 ? ' on every queue pair' : ''}` });
   } else if (late) {
     props.push({ name: 'liveness', verdict: 'violated', checks: input.liveness.length, reason: `${late.what} restarted at t=${late.faultAt.toFixed(3)} s and was not ready within ${input.readyBound} s`, firstFailure: { t: late.faultAt, event: `${late.what} restart`, ...(late.step ? { step: late.step } : {}) } });
   } else {
@@ -298,7 +318,8 @@ export function checkProtocolProperties(
       name: 'liveness',
       verdict: m ? 'fails-as-modelled' : 'violated',
       checks: input.liveness.length,
-      reason: `${stalled!.what} restarted at t=${stalled!.faultAt.toFixed(3)} s: ready, but traffic did not resume`,
+      reason: `${stalled!.what} restarted at t=${stalled!.faultAt.toFixed(3)} s: ready, but traffic did not resume${stalled!.silentQueues?.length ? ` on ${stalled!.silentQueues.join(', ')}` : ''}`,
+      ...(stalled!.silentQueues?.length ? { evidence: { silentQueues: stalled!.silentQueues } } : {}),
       ...(m ? { mechanism: m } : {}),
       firstFailure: { t: stalled!.faultAt, event: `${stalled!.what} restart`, ...(stalled!.step ? { step: stalled!.step } : {}) },
     });

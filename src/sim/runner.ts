@@ -23,12 +23,17 @@
  * before it. A killed VM's packets are counted exactly (drop reason `vm-killed`): those unread on
  * its RX rings, inside its testpmd, on its TX rings not yet taken, and those the back-end put on
  * its RX rings before it saw the socket close; what the host testpmd drops for it afterwards is
- * `guest-not-ready`.
+ * `guest-not-ready`. A guest reset or VM exit between steps is counted the same way (`ring-reset`),
+ * and so is every packet the host testpmd drops towards a VM whose device is not running
+ * (fwd_dropped beyond missed_pkts, `guest-not-ready`).
+ *
+ * Several queue pairs: a traffic step names the queues of running VMs that moved nothing; such a
+ * VM does not count as flowing, for `traffic-flows` and for liveness after a restart.
  */
 import { createHash } from 'node:crypto';
 import { TraceRecorder } from '../endpoint/trace-recorder.ts';
 import { SocketNamespace } from '../transport/index.ts';
-import { checkModelInvariants, checkProtocolProperties, unattributedLoss, type LivenessRecord, type ResumeVerdict, type TrafficRecord, type VmKill } from './invariants.ts';
+import { checkModelInvariants, checkProtocolProperties, fmtSilent, unattributedLoss, type LivenessRecord, type ResumeVerdict, type SilentQueue, type TrafficRecord, type VmKill } from './invariants.ts';
 import {
   RESULT_FORMAT,
   type DropCount,
@@ -201,36 +206,73 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
       if (close) k.open = false;
     }
   };
+  /**
+   * Packets VM `vm`'s guest holds, from guest memory as the monitors last saw it (they ran after
+   * the event before this step action): unread on its RX rings, inside its testpmd, posted on its
+   * TX rings and not taken. TX buffers used but not yet reclaimed were sent: not counted.
+   * With completions lagging the pops (CRASH_COMPLETION_DELAY), the back-end's pending completions
+   * look unused in guest memory: RX buffers it is filling hold packets the guest will never read
+   * (counted as unread), TX buffers it has taken are already in host mbufs (not counted).
+   */
+  /**
+   * Split TX vring resumed at used->idx after a crash: buffers between there and where the crashed
+   * back-end had taken them are available again but their packets were delivered already (taking
+   * them again makes duplicates); those not yet taken again are no packet the guest still holds.
+   * The furthest any back-end got on these rings (this VM process, since its last guest reset) counts.
+   */
+  const replayable = (vm: number, r: number): number => {
+    const h = topo.host;
+    const dev = h?.inner[vm]?.[r];
+    if (s.ring !== 'split' || !h || !dev || h.attached[vm]![r] === undefined) return 0;
+    const st = (dev as unknown as { saveState(): { lastAvailIdx: number } }).saveState();
+    let t0 = -Infinity;
+    for (const c of topo.obs.connections) if (c.vm === vm && c.firstOfVm) t0 = c.t;
+    let best = 0;
+    for (const e of topo.obs.ringEnds) {
+      if (e.vm !== vm || e.vring !== r || e.t < t0) continue;
+      if (e.end === 'device-reset') best = 0;
+      else {
+        const d = (e.lastAvail.idx - st.lastAvailIdx) & 0xffff;
+        if (d <= s.queueSize && d > best) best = d;
+      }
+    }
+    return best;
+  };
+  const guestHeldPerVring = (vm: number): { inTestpmd: number; perVring: number[] } => {
+    const v = topo.vms[vm];
+    const perVring = new Array<number>(2 * s.queues).fill(0);
+    if (!v || v.attachedGeneration < 0) return { inTestpmd: 0, perVring };
+    const port = topo.host?.ports[vm];
+    // Even vrings receive, odd ones transmit (virtio-net queue pairs).
+    let out = 0;
+    v.fe.guest.vrings.forEach((gv, r) => {
+      if (r >= perVring.length) return;
+      const drv = gv.driver?.inFlight ?? 0;
+      const notUsed = monitors.rings.watch(vm, r)?.inFlight ?? 0;
+      out += drv;
+      const q = r >> 1;
+      if (r % 2 === 0) perVring[r] = Math.max(0, drv - notUsed) + (port?.enqueues[q]!.packetsPending ?? 0);
+      else perVring[r] = Math.max(0, notUsed - (port?.dequeues[q]!.packetsPending ?? 0) - replayable(vm, r));
+    });
+    return { inTestpmd: Math.max(0, v.pool.inUse - out), perVring };
+  };
+  const guestHeld = (vm: number): { rxUnread: number; inTestpmd: number; txNotTaken: number } => {
+    const g = guestHeldPerVring(vm);
+    let rxUnread = 0;
+    let txNotTaken = 0;
+    g.perVring.forEach((n, r) => (r % 2 === 0 ? (rxUnread += n) : (txNotTaken += n)));
+    return { rxUnread, inTestpmd: g.inTestpmd, txNotTaken };
+  };
+  topo.guestHeldCounter = guestHeldPerVring;
   const killVmDuringTraffic = (vm: number): void => {
     const v = topo.vms[vm];
     if (!v) return;
-    // Guest memory as the monitors last saw it (they ran after the event before this step action).
-    // Even vrings receive, odd ones transmit (virtio-net queue pairs).
-    const attached = v.attachedGeneration >= 0;
-    let rxOut = 0;
-    let txOut = 0;
-    let rxEmpty = 0;
-    let txPosted = 0;
-    v.fe.guest.vrings.forEach((gv, r) => {
-      const out = gv.driver?.inFlight ?? 0;
-      const notUsed = monitors.rings.watch(vm, r)?.inFlight ?? 0;
-      if (r % 2 === 0) {
-        rxOut += out;
-        rxEmpty += notUsed;
-      } else {
-        txOut += out;
-        txPosted += notUsed;
-      }
-    });
-    if (!attached) rxOut = txOut = txPosted = 0;
     const host = topo.host;
     const port = host?.ports[vm];
     const k = {
       vm,
       t: sched.now,
-      rxUnread: Math.max(0, rxOut - rxEmpty),
-      inTestpmd: attached ? Math.max(0, v.pool.inUse - rxOut - txOut) : 0,
-      txNotTaken: txPosted,
+      ...guestHeld(vm),
       afterKill: 0,
       whileDown: 0,
       estimate: 0,
@@ -241,10 +283,32 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
       open: true,
     };
     const held0 = topo.obs.guestHeldAtReset;
+    // Counted here, exactly, including what the back-end puts on its RX rings until it sees the close.
+    topo.countHeldAtStop = false;
     guard(() => topo.stopVm(vm, 'kill'));
+    topo.countHeldAtStop = true;
     k.estimate = topo.obs.guestHeldAtReset - held0;
     vmKills.push(k);
   };
+
+  /** Per VM, per queue: packets moved so far (several queue pairs only). */
+  const queueMark = (): { rx: number[]; tx: number[] }[] | undefined => (s.queues > 1 ? Array.from({ length: s.vms }, (_, i) => topo.queuePackets(i)) : undefined);
+  /** Queues of the running VMs that moved nothing since `before`: guest TX always, guest RX when traffic comes back (PVP). */
+  const silentSince = (before: { rx: number[]; tx: number[] }[] | undefined, bothWays: boolean): SilentQueue[] => {
+    const out: SilentQueue[] = [];
+    if (!before) return out;
+    for (let vm = 0; vm < s.vms; vm++) {
+      if (!topo.vms[vm]) continue;
+      const a = topo.queuePackets(vm);
+      const b = before[vm]!;
+      for (let q = 0; q < topo.negotiatedPairs(vm); q++) {
+        if (a.rx[q]! <= b.rx[q]!) out.push({ vm, queue: q, dir: 'guest-tx', vring: 2 * q + 1 });
+        if (bothWays && a.tx[q]! <= b.tx[q]!) out.push({ vm, queue: q, dir: 'guest-rx', vring: 2 * q });
+      }
+    }
+    return out;
+  };
+  const silentText = (sq: readonly SilentQueue[]): string => (sq.length > 0 ? `; silent queues: ${sq.map(fmtSilent).join(', ')}` : '');
 
   /** Generator and drop totals at the end of the last PVP traffic step. */
   let pvpEnd = { received: 0, drops: 0 };
@@ -252,6 +316,7 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
     topo.syncHost();
     topo.syncGuests();
     const t0 = sched.now;
+    const queues0 = queueMark();
     if (s.topology === 'pvp') {
       const before = mark();
       const dropsBefore = dropTotals();
@@ -276,10 +341,11 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
       const sent = after.sent - before.sent;
       const through = after.received - before.received;
       const dup = after.duplicates - before.duplicates;
+      const silent = silentSince(queues0, true);
       const perVm = Array.from({ length: s.vms }, (_, i) => {
         const b = before.hostPorts[i];
         const a = after.hostPorts[i];
-        return a !== undefined && b !== undefined && a[0]! > b[0]! && a[1]! > b[1]!;
+        return a !== undefined && b !== undefined && a[0]! > b[0]! && a[1]! > b[1]! && !silent.some((q) => q.vm === i);
       });
       const attributed = dropsAfter - dropsBefore;
       const flowed = through > 0 && perVm.every((x) => x);
@@ -292,11 +358,12 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
         attributed,
         flowed,
         perVm,
+        ...(queues0 ? { silentQueues: silent } : {}),
         between,
-        reason: `${through} of ${sent} packets came back to the generator; vhost ports moving both ways: ${perVm.map((x, i) => `vm${i} ${x ? 'yes' : 'no'}`).join(', ')}`,
+        reason: `${through} of ${sent} packets came back to the generator; vhost ports moving both ways${queues0 ? ' on every queue pair' : ''}: ${perVm.map((x, i) => `vm${i} ${x ? 'yes' : 'no'}`).join(', ')}${silentText(silent)}`,
       };
     } else if (s.topology === 'loopback') {
-      lastTraffic = runLoopback(st, t0);
+      lastTraffic = runLoopback(st, t0, queues0);
     } else if (s.guest === 'virtio-pmd') {
       lastTraffic = runPmdStream(st, t0);
     } else {
@@ -334,7 +401,12 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
     traffic.push(lastTraffic);
     const t = lastTraffic;
     // A step cut short by a crash is no fair test of a restart before it: the next one decides.
-    if (!crash) for (const l of pendingLiveness.splice(0)) l.trafficResumed = l.vm !== undefined ? t.through > 0 && t.perVm[l.vm] === true : t.flowed;
+    if (!crash)
+      for (const l of pendingLiveness.splice(0)) {
+        l.trafficResumed = l.vm !== undefined ? t.through > 0 && t.perVm[l.vm] === true : t.flowed;
+        const silent = (t.silentQueues ?? []).filter((q) => l.vm === undefined || q.vm === l.vm);
+        if (silent.length > 0) l.silentQueues = silent.map(fmtSilent);
+      }
   };
 
   /**
@@ -390,7 +462,7 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
    * Loopback: the virtio-user port's testpmd runs txonly for the step (as fast as its poll loop
    * sends) and the host testpmd receives on the vhost port; what it received is what got through.
    */
-  const runLoopback = (st: Extract<WalkedStep['step'], { op: 'traffic' }>, t0: number): TrafficRecord => {
+  const runLoopback = (st: Extract<WalkedStep['step'], { op: 'traffic' }>, t0: number, queues0: ReturnType<typeof queueMark>): TrafficRecord => {
     const snd = topo.vms[0]?.pmd;
     const hostRx = (): number => (topo.host ?? topo.lastHost)?.ports[0]?.stats().rxPackets ?? 0;
     const txOf = (): number => snd?.port.stats().txPackets ?? 0;
@@ -405,7 +477,8 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
     } else advance(st.seconds);
     const sent = txOf() - tx0;
     const through = hostRx() - rx0;
-    const flowed = through > 0;
+    const silent = silentSince(queues0, false);
+    const flowed = through > 0 && silent.length === 0;
     return {
       t: t0,
       through,
@@ -415,14 +488,17 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
       attributed: dropTotals() - drops0,
       flowed,
       perVm: [flowed],
-      reason: snd ? `testpmd txonly on virtio-user → host vhost port: ${through} of ${sent} packets received by the host` : 'no virtio-user port running',
+      ...(queues0 ? { silentQueues: silent } : {}),
+      reason: snd ? `testpmd txonly on virtio-user → host vhost port: ${through} of ${sent} packets received by the host${silentText(silent)}` : 'no virtio-user port running',
     };
   };
 
   const dropTotals = (): number => {
     updateKills(false);
     let n = topo.obs.backendDownDrops + topo.obs.hostHeldAtCrash + topo.obs.guestHeldAtReset;
-    for (const k of vmKills) n += killLost(k) + k.whileDown - k.estimate;
+    // A kill's whileDown is part of its VM's notRunningDrops.
+    for (const k of vmKills) n += killLost(k) - k.estimate;
+    for (let i = 0; i < s.vms; i++) n += topo.notRunningDrops(i);
     const h = topo.host ?? topo.lastHost;
     if (h) {
       n += h.nic?.stats().rxMissed ?? 0;
@@ -451,7 +527,8 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
           break;
         }
         const ok = st.vm !== undefined ? t.perVm[st.vm] === true && t.through > 0 : t.flowed;
-        evidence = { sent: t.sent, through: t.through, duplicates: t.duplicates, lost: t.lost, perVm: t.perVm };
+        const silent = (t.silentQueues ?? []).filter((q) => st.vm === undefined || q.vm === st.vm);
+        evidence = { sent: t.sent, through: t.through, duplicates: t.duplicates, lost: t.lost, perVm: t.perVm, ...(silent.length > 0 ? { silentQueues: silent.map(fmtSilent) } : {}) };
         if (ok) reason = t.reason;
         else {
           mechanism = explainFromResumes();
@@ -569,7 +646,10 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
 
   // Reconnects: connections on each VM's socket after its first one (a relaunched QEMU reconnects too).
   counts.reconnects = topo.reconnects;
-  inFlightAtCrashPackets = topo.obs.detachReports.filter((d) => !d.graceful).reduce((n, d) => n + d.packetsInFlight, 0);
+  // Only the used-entry writes lag (CRASH_COMPLETION_DELAY): packets dequeued from a guest TX ring
+  // were already in host mbufs at the crash (a split resume takes them again: duplicates, not loss),
+  // while packets written into guest RX buffers whose used entries never came are lost.
+  inFlightAtCrashPackets = topo.obs.detachReports.filter((d) => !d.graceful && d.direction !== 'guest-tx').reduce((n, d) => n + d.packetsInFlight, 0);
 
   const trace = recorder.records;
   const traceText = serializeTrace(trace);
@@ -584,21 +664,19 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
   if (h?.nic && h.nic.stats().rxMissed > 0) drops.push({ reason: 'ring-full', where: 'host port 0 (RX-missed)', count: h.nic.stats().rxMissed });
   h?.ports.forEach((p, i) => {
     if (p.missedPkts > 0) drops.push({ reason: 'guest-not-ready', where: `host port ${p.id} (vm${i} RX vring)`, count: p.missedPkts });
+    // Drops after a kill during traffic are listed with the kill below.
+    const down = topo.notRunningDrops(i) - vmKills.filter((k) => k.vm === i).reduce((n, k) => n + k.whileDown, 0);
+    if (down > 0) drops.push({ reason: 'guest-not-ready', where: `host port ${p.id} (vm${i}): dropped by testpmd (fwd_dropped) while vm${i}'s device was not running`, count: down });
   });
-  if (inFlightAtCrashPackets > 0) drops.push({ reason: 'in-flight-at-crash', where: 'vhost-user vrings', count: inFlightAtCrashPackets });
+  if (inFlightAtCrashPackets > 0) drops.push({ reason: 'in-flight-at-crash', where: 'vhost-user RX vrings (written, used entry not yet)', count: inFlightAtCrashPackets });
   for (const k of vmKills) {
     if (killLost(k) > 0) drops.push({ reason: 'vm-killed', where: describeVmKill(k), count: killLost(k) });
     if (k.whileDown > 0) drops.push({ reason: 'guest-not-ready', where: `host port ${k.vm + 1} (vm${k.vm} RX vring): dropped by testpmd (fwd_dropped) while vm${k.vm} was down after its kill`, count: k.whileDown });
   }
   const killEstimates = vmKills.reduce((n, k) => n + k.estimate, 0);
-  // What guests held at a reset or exit is an upper bound (TX buffers sent but not reclaimed count
-  // too): listed only as far as it explains packets that did not come back.
-  if (s.topology === 'pvp' && topo.obs.guestHeldAtReset - killEstimates > 0) {
-    const rawLoss = traffic.reduce((n, t) => n + t.sent - t.through - (t.between?.through ?? 0), 0);
-    const listed = drops.reduce((n, d) => n + d.count, 0);
-    const byGuest = Math.min(topo.obs.guestHeldAtReset - killEstimates, Math.max(0, rawLoss - listed));
-    if (byGuest > 0) drops.push({ reason: 'ring-reset', where: 'guest reset or VM exit (packets the guest held)', count: byGuest });
-  }
+  // Counted exactly from the rings at each reset or exit (topo.guestHeldCounter).
+  const byGuest = topo.obs.guestHeldAtReset - killEstimates;
+  if (s.topology === 'pvp' && byGuest > 0) drops.push({ reason: 'ring-reset', where: 'guest reset or VM exit (packets the guest held: unread on RX, in its testpmd, posted on TX)', count: byGuest });
   let unexplained = unattributedLoss(s, traffic) - inFlightAtCrashPackets;
   // virtio-user packed: TX buffers its ring reset dropped (an upper bound: some had been sent).
   const resetTx = s.frontend === 'virtio-user-22.11' && s.ring === 'packed' ? topo.obs.ringResets.filter((x) => x.vring % 2 === 1).reduce((n, x) => n + x.dropped, 0) : 0;

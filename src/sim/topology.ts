@@ -149,8 +149,9 @@ export interface Observations {
   /** Packets in the host process's mbufs (NIC RX ring, bursts in testpmd) when it was killed. */
   hostHeldAtCrash: number;
   /**
-   * Packets a guest held (in its testpmd or posted on its TX ring) when it was reset or its VM
-   * stopped: gone with it. An upper bound: TX buffers already sent but not yet reclaimed count too.
+   * Packets a guest held when it was reset or its VM stopped: gone with it. Exact when the runner
+   * gives `guestHeldCounter` (unread on RX rings, in its testpmd, posted on TX rings and not
+   * taken); otherwise an upper bound from the mempool (TX buffers sent but not reclaimed count too).
    */
   guestHeldAtReset: number;
   /** virtio-user packed reconnects: buffers each rebuilt ring dropped (driver in-flight at the reset). */
@@ -172,6 +173,8 @@ interface HostInstance {
   attachedOf: (VhostUserDevice | undefined)[];
   fwd: FwdMode;
   forwarding: boolean;
+  /** Per VM port: testpmd fwd_dropped of earlier start/stop periods (`start` zeroes the stream counters). */
+  fwdDroppedBefore: number[];
 }
 
 interface VmInstance {
@@ -267,6 +270,22 @@ export class Topology {
   readonly backendsOf: DpdkBackend[][];
   /** Per VM, per queue: packets the vhost ports of back-ends that have exited moved (dequeued, enqueued). */
   private readonly retiredQueues: { rx: Float64Array; tx: Float64Array }[];
+  /** Per VM: `notRunningDrops` of back-ends that have exited. */
+  private readonly retiredNotRunning: Float64Array;
+  /** Host mbufs in use when the running back-end was launched: held by killed instances for good (the pool is shared). */
+  private hostPoolBase = 0;
+  /**
+   * Exact count of the packets VM `vm`'s guest holds right now (the runner's ring monitors know
+   * it): in its testpmd, and per vring those unread on an RX ring or posted and not taken on a TX ring.
+   */
+  guestHeldCounter?: (vm: number) => { inTestpmd: number; perVring: number[] };
+  /** Off while the runner counts a VM killed during traffic itself. */
+  countHeldAtStop = true;
+  /**
+   * Rings of a reset or stopped guest that a back-end still polls until it stops them (QEMU's reset
+   * and stop sequences are asynchronous): settled when the vring is detached.
+   */
+  private readonly heldOnRing: { vm: number; vring: number; port: VhostPort; held: number; mark: number }[] = [];
 
   constructor(
     scenario: Scenario,
@@ -283,6 +302,7 @@ export class Topology {
     this.vms = Array.from({ length: scenario.vms }, () => undefined);
     this.retiredQueues = Array.from({ length: scenario.vms }, () => ({ rx: new Float64Array(scenario.queues), tx: new Float64Array(scenario.queues) }));
     this.backendsOf = Array.from({ length: scenario.vms }, () => []);
+    this.retiredNotRunning = new Float64Array(scenario.vms);
     this.connCount = Array.from({ length: scenario.vms }, () => 0);
     this.lastEnd = Array.from({ length: scenario.vms }, () => []);
     this.dead = new DeadEnd((n) => (this.obs.backendDownDrops += n));
@@ -296,6 +316,7 @@ export class Topology {
 
   launchBackend(): void {
     const s = this.s;
+    this.hostPoolBase = this.hostPool.inUse;
     const ports: VhostPort[] = [];
     const pvp = s.topology === 'pvp';
     const firstVhostId = pvp ? 1 : 0;
@@ -325,6 +346,7 @@ export class Topology {
       attachedOf: ports.map(() => undefined),
       fwd: pvp ? 'mac' : 'io',
       forwarding: false,
+      fwdDroppedBefore: ports.map(() => 0),
     };
     this.host = host;
     const bo = s.options?.backend ?? {};
@@ -349,12 +371,22 @@ export class Topology {
     if (!host) return;
     host.testpmd.stop();
     host.forwarding = false;
+    for (let i = 0; i < this.s.vms; i++) this.retiredNotRunning[i]! += this.instanceNotRunning(host, i);
+    // A graceful stop writes the lagging used entries before it lets go (as its detach does):
+    // the ring ends where the guest's used->idx then is.
+    if (mode === 'quit')
+      for (const p of host.ports)
+        for (let q = 0; q < this.s.queues; q++) {
+          p.enqueues[q]!.completePending();
+          p.dequeues[q]!.completePending();
+        }
     for (let i = 0; i < this.s.vms; i++) this.recordEnd(i, 'backend-lost');
     if (mode === 'kill') {
       // The process is gone before anything could complete: in-flight buffers stay taken, and
       // the packets in its own mbufs are gone with it.
       for (let i = 0; i < this.s.vms; i++) this.detachVm(host, i, 'crash');
-      this.obs.hostHeldAtCrash += this.hostPool.inUse;
+      // Only this instance's: what an earlier killed instance held was counted at its crash.
+      this.obs.hostHeldAtCrash += this.hostPool.inUse - this.hostPoolBase;
       for (const be of host.backends) be.kill();
     } else {
       for (let i = 0; i < this.s.vms; i++) this.detachVm(host, i, 'graceful');
@@ -386,8 +418,39 @@ export class Topology {
     return { rx, tx };
   }
 
+  /**
+   * Packets the host testpmd dropped towards VM `vm`'s vhost port while the VM's device was not
+   * running (guest rebooting, VM down, not yet reconnected), over the whole run. eth_vhost_tx
+   * returns 0 without counting while allow_queuing is 0, so testpmd frees the burst and counts it
+   * in fwd_dropped only; fwd_dropped beyond the port's missed_pkts (a running device with no room)
+   * is exactly these.
+   */
+  notRunningDrops(vm: number): number {
+    return this.retiredNotRunning[vm]! + (this.host ? this.instanceNotRunning(this.host, vm) : 0);
+  }
+
+  private instanceNotRunning(h: HostInstance, vm: number): number {
+    const port = h.ports[vm]!;
+    const now = h.testpmd.forwardStats().find((x) => x.port === port.id)?.txDropped ?? 0;
+    return Math.max(0, h.fwdDroppedBefore[vm]! + now - port.missedPkts);
+  }
+
+  /** testpmd `start`, keeping the fwd_dropped it is about to zero. */
+  private startHostTestpmd(h: HostInstance): void {
+    if (!h.testpmd.started) {
+      const fs = h.testpmd.forwardStats();
+      h.ports.forEach((p, i) => (h.fwdDroppedBefore[i]! += fs.find((x) => x.port === p.id)?.txDropped ?? 0));
+    }
+    h.testpmd.start();
+  }
+
   /** Queue pairs VM `vm`'s guest driver uses: all with MQ negotiated, else one. */
   activePairs(vm: number): number {
+    return this.negotiatedPairs(vm);
+  }
+
+  /** Queue pairs VM `vm`'s device offers its guest (MQ negotiated: all): what liveness judges per queue. */
+  negotiatedPairs(vm: number): number {
     const v = this.vms[vm];
     if (!v || this.s.queues === 1) return 1;
     return hasFeature(v.fe.guest.features, F.NET_MQ) ? this.s.queues : 1;
@@ -401,7 +464,7 @@ export class Topology {
       h.testpmd.setFwd(fwd);
     }
     h.forwarding = true;
-    h.testpmd.start();
+    this.startHostTestpmd(h);
   }
 
   stopHostForwarding(): void {
@@ -470,11 +533,33 @@ export class Topology {
     }, 'control-plane sync');
   }
 
+  /** Packets the host moved on `vring` so far: enqueued into it (RX) or dequeued from it (TX). */
+  private ringMoved(port: VhostPort, r: number): number {
+    return r % 2 === 0 ? port.txQueuePackets[r >> 1]! : port.rxQueuePackets[r >> 1]!;
+  }
+
+  /**
+   * A vring of a reset or stopped guest is detached: what the guest left on it is lost, less what
+   * the back-end took from a TX ring meanwhile, plus what it put on an RX ring meanwhile (less what
+   * a crash detach reports in flight: counted there).
+   */
+  private settleHeld(port: VhostPort, vm: number, r: number, rep: DetachReport): void {
+    for (let k = this.heldOnRing.length - 1; k >= 0; k--) {
+      const e = this.heldOnRing[k]!;
+      if (e.vm !== vm || e.vring !== r || e.port !== port) continue;
+      const moved = this.ringMoved(port, r) - e.mark;
+      const lost = r % 2 === 0 ? e.held + moved - (rep.graceful ? 0 : rep.packetsInFlight) : Math.max(0, e.held - moved);
+      this.obs.guestHeldAtReset += Math.max(0, lost);
+      this.heldOnRing.splice(k, 1);
+    }
+  }
+
   private detachVm(h: HostInstance, vm: number, mode: 'graceful' | 'crash'): void {
     const port = h.ports[vm]!;
     for (let r = 0; r < 2 * this.s.queues; r++) {
       if (h.attached[vm]![r] === undefined) continue;
       const rep = port.detachQueue(r, mode);
+      this.settleHeld(port, vm, r, rep);
       this.obs.detachReports.push({ ...rep, vm, t: this.sched.now });
       h.attached[vm]![r] = undefined;
       h.source[vm]![r] = undefined;
@@ -496,6 +581,7 @@ export class Topology {
         const want = view?.device;
         if (cur !== undefined && (want === undefined || h.attachedOf[vm] !== dev || h.source[vm]![r] !== want)) {
           const rep = port.detachQueue(r, 'graceful');
+          this.settleHeld(port, vm, r, rep);
           this.obs.detachReports.push({ ...rep, vm, t: this.sched.now });
           h.attached[vm]![r] = undefined;
           h.source[vm]![r] = undefined;
@@ -697,9 +783,24 @@ export class Topology {
     v.fe.rebootGuest();
   }
 
-  /** Guest mbufs in use that are not RX buffers posted on the ring: packets the guest holds. */
+  /**
+   * Packets the guest holds, lost with its reset or exit. Its testpmd's are lost at once; those on a
+   * ring the back-end still polls are settled when the back-end stops it (`settleHeld`).
+   */
   private countGuestHeld(v: VmInstance): void {
-    if (v.attachedGeneration < 0) return;
+    if (v.attachedGeneration < 0 || !this.countHeldAtStop) return;
+    if (this.guestHeldCounter) {
+      const g = this.guestHeldCounter(v.index);
+      this.obs.guestHeldAtReset += g.inTestpmd;
+      const h = this.host;
+      g.perVring.forEach((held, r) => {
+        const port = h?.ports[v.index];
+        if (h && port && h.attached[v.index]![r] !== undefined) this.heldOnRing.push({ vm: v.index, vring: r, port, held, mark: this.ringMoved(port, r) });
+        else this.obs.guestHeldAtReset += held;
+      });
+      return;
+    }
+    // Without ring monitors: guest mbufs in use that are not RX buffers posted on the ring.
     let rx = 0;
     for (let r = 0; r < 2 * this.s.queues; r += 2) rx += v.fe.guest.vring(r).driver?.inFlight ?? 0;
     this.obs.guestHeldAtReset += Math.max(0, v.pool.inUse - rx);
@@ -817,7 +918,7 @@ export class Topology {
 
   resumeDataPath(): void {
     const h = this.host;
-    if (h?.forwarding) h.testpmd.start();
+    if (h?.forwarding) this.startHostTestpmd(h);
     for (const v of this.vms) if (v?.net && v.attachedGeneration >= 0) v.net.start();
   }
 
