@@ -15,37 +15,15 @@
  * unavailable.
  */
 import { existsSync } from 'node:fs';
-import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
-import {
-  backendOptions,
-  dpdkAvailability,
-  eventsOf,
-  killAllTestpmds,
-  liveTestpmds,
-  placeForwarding,
-  RunDir,
-  runtimeDirFor,
-  Testpmd,
-  testpmdArgs,
-  type PortStats,
-} from '../src/adapters/dpdk/index.ts';
-import { openFdNumbers, realTransportAvailability } from '../src/transport/real/index.ts';
-import { fdsOpenedSince } from '../src/transport/real/test-support.ts';
+import { describe, expect, it } from 'vitest';
+import { eventsOf, liveTestpmds, runtimeDirFor } from '../src/adapters/dpdk/index.ts';
+import { VIRTIO_USER_PROBE as PROBE } from '../src/endpoint/frontend/testing.ts';
 import { RealModelFrontend, exchange } from '../src/endpoint/real/frontend/index.ts';
+import { port0, realDpdkSuite, settleTx, withLoopbackRun } from '../src/endpoint/real/frontend/dpdk-testing.ts';
+import { seqs } from '../src/endpoint/real/testing.ts';
 
-const dpdk = dpdkAvailability();
-const real = realTransportAvailability();
-const skip = !dpdk.ok ? `testpmd: ${dpdk.reason}` : !real.ok ? `real transport: ${real.reason}` : undefined;
-const title = skip ? `model front-end ↔ real vhost (skipped: ${skip})` : `model front-end ↔ real ${dpdk.ok ? (dpdk.version ?? 'DPDK') : ''} vhost`;
-if (skip) console.warn(`real-model-frontend: skipped: ${skip}`);
+const { dpdk, skip, title } = realDpdkSuite('model front-end', 'real-model-frontend');
 
-const PROBE = [
-  'SET_OWNER', 'GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'SET_PROTOCOL_FEATURES',
-  'SET_VRING_CALL', 'SET_VRING_CALL', 'SET_FEATURES', 'SET_STATUS', 'GET_STATUS', 'GET_STATUS', 'SET_MEM_TABLE',
-  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK',
-  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK',
-  'SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'SET_STATUS',
-];
 const RECONNECT = [
   'SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'GET_VRING_BASE', 'GET_VRING_BASE',
   'GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'SET_PROTOCOL_FEATURES',
@@ -55,19 +33,6 @@ const RECONNECT = [
   'SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'SET_STATUS',
 ];
 const N = 2_000;
-const MEMORY_MB = Number(process.env.VHOSTSIM_DPDK_MEM_MB ?? 256);
-
-const seqs = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
-
-async function port0(p: Testpmd): Promise<PortStats> {
-  const [s] = await p.portStats();
-  if (s === undefined) throw new Error(`${p.name}: no port stats`);
-  return s;
-}
-
-afterEach(async () => {
-  await killAllTestpmds();
-});
 
 describe.skipIf(skip !== undefined)(title, () => {
   it.each([
@@ -75,36 +40,11 @@ describe.skipIf(skip !== undefined)(title, () => {
     { ring: 'packed', packed: true },
   ])('$ring ring: probe, io-forwarded frames verify end to end, reconnect after a back-end quit', async ({ ring, packed }) => {
     if (!dpdk.ok) return;
-    const fdsBefore = openFdNumbers();
-    const run = RunDir.create(`model-fe-${ring}`);
-    const socket = run.socket('vhost-net.sock');
-    const fe = new RealModelFrontend({ path: socket, packedVq: packed });
-    const procs: Testpmd[] = [];
-    const prefixes: string[] = [];
-    const launch = (): Testpmd => {
-      prefixes.push(run.prefix('vhost'));
-      const opts = backendOptions({
-        filePrefix: prefixes[prefixes.length - 1]!,
-        sockets: socket,
-        memoryMb: MEMORY_MB,
-        placement: placeForwarding(0),
-        app: { portTopology: 'loop', forwardMode: 'io' },
-      });
-      const p = Testpmd.launch({ testpmd: dpdk.testpmd, stdbuf: dpdk.stdbuf, args: testpmdArgs(opts), name: `vhost#${procs.length}` });
-      procs.push(p);
-      return p;
-    };
-    onTestFailed(() => {
-      for (const p of procs) console.error(`--- ${p.name}\n${p.tail(40)}`);
-      console.error(`--- model front-end\n${fe.log.map((l) => `${l.level} ${l.text}`).join('\n')}\n${JSON.stringify(fe.sessions)}`);
-    });
-    try {
+    await withLoopbackRun(dpdk, `model-fe-${ring}`, (path) => new RealModelFrontend({ path, packedVq: packed }), { tail: 40 }, async ({ fe, socket, prefixes, launchReady }) => {
       fe.listen();
 
       // ---- first back-end: the probe, then io forwarding.
-      const p0 = launch();
-      await p0.waitFor('virtio is now ready for processing', { timeoutMs: 20_000 });
-      await p0.waitForPrompt(1, 20_000);
+      const p0 = await launchReady();
       const s1 = await fe.waitForRunning(1);
       expect(s1.sent).toEqual(PROBE);
       expect(fe.packed).toBe(packed);
@@ -129,11 +69,7 @@ describe.skipIf(skip !== undefined)(title, () => {
       // ---- the back-end quits; the model keeps its rings and waits for the next.
       // every frame came back, so testpmd has marked all TX buffers used; under load the
       // guest may simply not have reclaimed the last ones yet
-      const settleAt = Date.now();
-      while (fe.inFlight(1) > 0 && Date.now() - settleAt < 2_000) {
-        fe.reclaimTx();
-        await new Promise((r) => setTimeout(r, 5));
-      }
+      await settleTx(fe);
       const rxPostedAtQuit = fe.inFlight(0);
       expect(fe.inFlight(1)).toBe(0);
       await p0.quit();
@@ -143,9 +79,7 @@ describe.skipIf(skip !== undefined)(title, () => {
       expect(s1.end).toBe('peer-closed');
 
       // ---- relaunch: the reconnect sequence, DPDK re-bases to used->idx, traffic resumes.
-      const p1 = launch();
-      await p1.waitFor('virtio is now ready for processing', { timeoutMs: 20_000 });
-      await p1.waitForPrompt(1, 20_000);
+      const p1 = await launchReady();
       const s2 = await fe.waitForRunning(2);
       expect(s2.sent).toEqual(RECONNECT);
       const mism = eventsOf(p1.vhostLog(), 'used-idx-mismatch');
@@ -192,12 +126,6 @@ describe.skipIf(skip !== undefined)(title, () => {
           droppedOnReset: fe.droppedOnReset,
         })}`,
       );
-    } finally {
-      fe.shutdown();
-      for (const p of procs) await p.kill().catch(() => undefined);
-      run.dispose();
-    }
-    expect(existsSync(run.dir)).toBe(false);
-    expect(fdsOpenedSince(fdsBefore)).toEqual([]);
+    });
   }, 60_000);
 });

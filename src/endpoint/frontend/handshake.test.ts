@@ -1,69 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import {
-  DPDK_22_11_PROTOCOL_FEATURES,
-  FrontendRequest as FR,
-  encode,
-  makeReply,
-  requestName,
-  type Message,
-  type Payload,
-} from '../../protocol/index.ts';
+import { FrontendRequest as FR, makeReply, type Payload } from '../../protocol/index.ts';
 import { Scheduler } from '../../sim/scheduler.ts';
-import { SocketNamespace, type AnyFd, type EventFd, type MemFd } from '../../transport/index.ts';
+import { SocketNamespace, type EventFd, type MemFd } from '../../transport/index.ts';
 import { MessageChannel } from '../message-channel.ts';
-import { FrontendError } from './errors.ts';
-import { Conversation, checkReply, runSequence, send, type OpResult, type ReplySpec, type Sequence, type SequenceIo } from './handshake.ts';
+import { Conversation, checkReply, runSequence, send, type OpResult, type Sequence, type SequenceIo } from './handshake.ts';
 import { VIRTIO_USER_DEFAULTS } from './profiles.ts';
 import { newVirtioUserState, probe, serverReconnect, type VirtioUserEnv } from './virtio-user-seq.ts';
 import { ackGuestFeatures, newQemuState, setStatus, vhostUserStart, type QemuEnv } from './qemu-seq.ts';
-import { DPDK_TESTPMD_FEATURES } from './testing.ts';
+import { ScriptIo, VIRTIO_USER_PROBE, runSync } from './testing.ts';
 
-/** A synchronous DPDK-like responder with no transport at all. */
-class ScriptIo implements SequenceIo {
-  readonly sent: Message<AnyFd>[] = [];
-  private pending: Message<AnyFd> | undefined;
-  status = 0;
-  constructor(private readonly answer?: (m: Message<AnyFd>) => Payload | 'fail' | undefined) {}
-  send(msg: Message<AnyFd>): FrontendError | undefined {
-    this.sent.push(msg);
-    this.pending = msg;
-    const p = msg.payload as Payload | undefined;
-    if (msg.request === FR.SET_STATUS && p?.kind === 'status') this.status = p.status;
-    return undefined;
-  }
-  read(spec: ReplySpec): OpResult {
-    const m = this.pending!;
-    const custom = this.answer?.(m);
-    if (custom === 'fail') return { ok: false, error: new FrontendError('eof', 'gone') };
-    const payload = custom ?? this.defaultReply(m);
-    const enc = encode(makeReply(m, payload), { validate: false });
-    const hdr = new DataView(enc.bytes.buffer);
-    const err = checkReply({ header: { request: hdr.getUint32(0, true), flags: hdr.getUint32(4, true), size: hdr.getUint32(8, true) } }, spec);
-    if (err) return { ok: false, error: err };
-    return { ok: true, reply: { request: m.request, flags: 5, payload: enc.bytes.subarray(12) } };
-  }
-  names(): string[] {
-    return this.sent.map((m) => requestName(m.request));
-  }
-  private defaultReply(m: Message<AnyFd>): Payload {
-    switch (m.request) {
-      case FR.GET_FEATURES:
-        return { kind: 'features', features: DPDK_TESTPMD_FEATURES };
-      case FR.GET_PROTOCOL_FEATURES:
-        return { kind: 'protocolFeatures', features: DPDK_22_11_PROTOCOL_FEATURES };
-      case FR.GET_STATUS:
-        return { kind: 'status', status: this.status };
-      case FR.GET_QUEUE_NUM:
-        return { kind: 'u64', value: 128n };
-      case FR.GET_VRING_BASE: {
-        const p = m.payload as Payload;
-        return { kind: 'vringState', index: p.kind === 'vringState' ? p.index : 0, num: 0 };
-      }
-      default:
-        return { kind: 'ack', value: 0n };
-    }
-  }
-}
 
 function fakeFd(): EventFd {
   return {} as EventFd;
@@ -91,24 +36,13 @@ function virtioUserEnv(): VirtioUserEnv & { allocated: number; resets: number } 
   return env;
 }
 
-function runSync<T>(seq: Sequence<T>, io: SequenceIo): T {
-  let out: { v: T } | undefined;
-  runSequence(seq, io, (v) => {
-    out = { v };
-  });
-  if (out === undefined) throw new Error('sequence did not finish synchronously');
-  return out.v;
-}
-
-const CAPTURED_PROBE = [
-  'SET_OWNER', 'GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'SET_PROTOCOL_FEATURES', 'SET_VRING_CALL', 'SET_VRING_CALL', 'SET_FEATURES',
-  'SET_STATUS', 'GET_STATUS', 'GET_STATUS', 'SET_MEM_TABLE', 'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK',
-  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK', 'SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'SET_STATUS',
-];
+const CAPTURED_PROBE = VIRTIO_USER_PROBE;
+/** GET_QUEUE_NUM answers 128. */
+const scriptIo = (answer?: ConstructorParameters<typeof ScriptIo>[0]) => new ScriptIo(answer, 128n);
 
 describe('sans-IO sequences', () => {
   it('virtio-user probe against a DPDK-like script produces the captured order with no transport', () => {
-    const io = new ScriptIo();
+    const io = scriptIo();
     const st = newVirtioUserState(VIRTIO_USER_DEFAULTS);
     const env = virtioUserEnv();
     expect(runSync(probe(st, env), io)).toEqual({ probed: true, started: true });
@@ -119,10 +53,10 @@ describe('sans-IO sequences', () => {
   });
 
   it('virtio-user reconnect: stop on the new back-end first, no SET_OWNER, one GET_STATUS', () => {
-    const io = new ScriptIo();
+    const io = scriptIo();
     const st = newVirtioUserState(VIRTIO_USER_DEFAULTS);
     runSync(probe(st, virtioUserEnv()), io);
-    const io2 = new ScriptIo();
+    const io2 = scriptIo();
     expect(runSync(serverReconnect(st, virtioUserEnv()), io2)).toBe(true);
     expect(io2.names()).toEqual([
       'SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'GET_VRING_BASE', 'GET_VRING_BASE', 'GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'SET_PROTOCOL_FEATURES',
@@ -131,14 +65,14 @@ describe('sans-IO sequences', () => {
   });
 
   it('virtio-user: a FEATURES_OK the device does not keep fails the probe ("Failed to set FEATURES_OK status!")', () => {
-    const io = new ScriptIo((m) => (m.request === FR.GET_STATUS ? { kind: 'status', status: 0x03 } : undefined));
+    const io = scriptIo((m) => (m.request === FR.GET_STATUS ? { kind: 'status', status: 0x03 } : undefined));
     const r = runSync(probe(newVirtioUserState(VIRTIO_USER_DEFAULTS), virtioUserEnv()), io);
     expect(r.probed).toBe(false);
     if (!r.probed) expect(r.error.code).toBe('features-ok');
   });
 
   it('qemu init: GET_FEATURES, protocol features, GET_QUEUE_NUM, SET_SLAVE_REQ_FD, SET_OWNER, GET_FEATURES, CALL+ERR per vring', () => {
-    const io = new ScriptIo();
+    const io = scriptIo();
     const st = newQemuState({ queuePairs: 1, queueSize: 256, packed: false });
     const env = {
       ringKind: () => 'split',
@@ -158,7 +92,7 @@ describe('sans-IO sequences', () => {
   });
 
   it('qemu stop: SET_STATUS(0) then GET_VRING_BASE per vring, each reply stored as last_avail_idx for the next start', () => {
-    const io = new ScriptIo((m) => {
+    const io = scriptIo((m) => {
       const p = m.payload as Payload | undefined;
       return m.request === FR.GET_VRING_BASE && p?.kind === 'vringState' ? { kind: 'vringState', index: p.index, num: 10 + p.index } : undefined;
     });

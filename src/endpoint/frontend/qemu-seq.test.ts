@@ -3,81 +3,12 @@
  * `RealQemuFrontend`), driven synchronously against a DPDK-like script with no transport.
  */
 import { describe, expect, it } from 'vitest';
-import { DPDK_22_11_PROTOCOL_FEATURES, FrontendRequest as FR, encode, makeReply, requestName, type Message, type Payload } from '../../protocol/index.ts';
+import { FrontendRequest as FR, type Payload } from '../../protocol/index.ts';
 import type { AnyFd, EventFd, MemFd } from '../../transport/index.ts';
 import { VirtioFeature as F, hasFeature } from '../../virtio/index.ts';
-import { FrontendError } from './errors.ts';
-import { checkReply, runSequence, type OpResult, type ReplySpec, type Sequence, type SequenceIo } from './handshake.ts';
 import { GUEST_DRIVERS } from './profiles.ts';
 import { attachRounds, chrClosed, guestDriverOk, guestReset, netdevInit, newQemuState, setStatus, vmStop, type QemuEnv, type QemuState } from './qemu-seq.ts';
-import { DPDK_TESTPMD_FEATURES } from './testing.ts';
-
-const INIT = [
-  'GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'SET_PROTOCOL_FEATURES', 'GET_QUEUE_NUM', 'SET_SLAVE_REQ_FD', 'SET_OWNER', 'GET_FEATURES',
-  'SET_VRING_CALL', 'SET_VRING_ERR', 'SET_VRING_CALL', 'SET_VRING_ERR',
-];
-const START = [
-  'SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'SET_FEATURES', 'GET_STATUS', 'SET_STATUS', 'SET_MEM_TABLE',
-  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK', 'SET_VRING_CALL',
-  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK', 'SET_VRING_CALL',
-  'GET_STATUS', 'SET_STATUS',
-];
-
-/** DPDK-like answers; `dead` makes every send fail as on a closed socket; GET_VRING_BASE answers `base`. */
-class ScriptIo implements SequenceIo {
-  sent: Message<AnyFd>[] = [];
-  dead = false;
-  status = 0;
-  base = 0;
-  private pending: Message<AnyFd> | undefined;
-  send(msg: Message<AnyFd>): FrontendError | undefined {
-    if (this.dead) return new FrontendError('transport', 'EPIPE', msg.request, 'Failed to set msg fds.');
-    this.sent.push(msg);
-    this.pending = msg;
-    const p = msg.payload as Payload | undefined;
-    if (msg.request === FR.SET_STATUS && p?.kind === 'status') this.status = p.status;
-    return undefined;
-  }
-  read(spec: ReplySpec): OpResult {
-    const m = this.pending!;
-    const enc = encode(makeReply(m, this.reply(m)), { validate: false });
-    const hdr = new DataView(enc.bytes.buffer);
-    const err = checkReply({ header: { request: hdr.getUint32(0, true), flags: hdr.getUint32(4, true), size: hdr.getUint32(8, true) } }, spec);
-    if (err) return { ok: false, error: err };
-    return { ok: true, reply: { request: m.request, flags: 5, payload: enc.bytes.subarray(12) } };
-  }
-  names(): string[] {
-    const n = this.sent.map((m) => requestName(m.request).replace(/^VHOST_USER_/, ''));
-    this.sent = [];
-    return n;
-  }
-  private reply(m: Message<AnyFd>): Payload {
-    const p = m.payload as Payload;
-    switch (m.request) {
-      case FR.GET_FEATURES:
-        return { kind: 'features', features: DPDK_TESTPMD_FEATURES };
-      case FR.GET_PROTOCOL_FEATURES:
-        return { kind: 'protocolFeatures', features: DPDK_22_11_PROTOCOL_FEATURES };
-      case FR.GET_STATUS:
-        return { kind: 'status', status: this.status };
-      case FR.GET_QUEUE_NUM:
-        return { kind: 'u64', value: 1n };
-      case FR.GET_VRING_BASE:
-        return { kind: 'vringState', index: p.kind === 'vringState' ? p.index : 0, num: this.base };
-      default:
-        return { kind: 'ack', value: 0n };
-    }
-  }
-}
-
-function run<T>(seq: Sequence<T>, io: SequenceIo): T {
-  let out: { v: T } | undefined;
-  runSequence(seq, io, (v) => {
-    out = { v };
-  });
-  if (out === undefined) throw new Error('sequence did not finish synchronously');
-  return out.v;
-}
+import { QEMU_INIT as INIT, QEMU_START as START, ScriptIo, runSync as run } from './testing.ts';
 
 function env(usedIdx = 0): QemuEnv & { logs: string[]; usedIdx: (i: number) => number; used: number } {
   const fd = { close() {} } as unknown as EventFd;
@@ -120,7 +51,7 @@ describe('qemu-7.2 event sequences', () => {
     const st = newQemuState({ queuePairs: 1, queueSize: 256, packed: false });
     const io = new ScriptIo();
     expect(run(netdevInit(st, env()), io)).toBeUndefined();
-    expect(io.names()).toEqual(INIT);
+    expect(io.take()).toEqual(INIT);
     expect(st.linkUp).toBe(true);
     const st2 = newQemuState({ queuePairs: 1, queueSize: 256, packed: false });
     st2.savedAcked = 1n << 62n; // acked earlier, not offered now: refused
@@ -131,7 +62,7 @@ describe('qemu-7.2 event sequences', () => {
 
   it('boot: attach rounds, then DRIVER_OK acks what the driver wants of what QEMU offers and starts vhost', () => {
     const { st, io } = booted();
-    expect(io.names().slice(INIT.length)).toEqual(['SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'SET_VRING_ENABLE', ...START]);
+    expect(io.take().slice(INIT.length)).toEqual(['SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'SET_VRING_ENABLE', ...START]);
     expect(st.driverOk && st.vhostStarted).toBe(true);
     // The Linux driver against DPDK's offer through QEMU 7.2 (README: 0x17020e783 with bit 30).
     expect(st.devs![0]!.ackedFeatures).toBe(0x17020e783n);
@@ -140,7 +71,7 @@ describe('qemu-7.2 event sequences', () => {
 
   it('chr_closed_bh on a dead socket keeps the acked features and restores a split ring from used->idx', () => {
     const { st, io, e } = booted();
-    io.names();
+    io.take();
     const acked = st.devs![0]!.ackedFeatures;
     io.dead = true;
     e.used = 1234;
@@ -154,7 +85,7 @@ describe('qemu-7.2 event sequences', () => {
     expect(run(netdevInit(st, e), io2)).toBeUndefined();
     expect(run(setStatus(st, e), io2)).toBe('started');
     const bases = io2.sent.filter((m) => m.request === FR.SET_VRING_BASE).map((m) => (m.payload as Payload & { num: number }).num);
-    expect(io2.names()).toEqual([...INIT, ...START]);
+    expect(io2.take()).toEqual([...INIT, ...START]);
     expect(bases).toEqual([1234, 1234]);
   });
 
@@ -167,20 +98,20 @@ describe('qemu-7.2 event sequences', () => {
 
   it('VM stop on a live back-end: SET_STATUS 0, then GET_VRING_BASE stores the replies', () => {
     const { st, io, e } = booted();
-    io.names();
+    io.take();
     io.base = 77;
     expect(run(vmStop(st, e), io)).toBe('stopped');
-    expect(io.names()).toEqual(['SET_STATUS', 'GET_VRING_BASE', 'GET_VRING_BASE']);
+    expect(io.take()).toEqual(['SET_STATUS', 'GET_VRING_BASE', 'GET_VRING_BASE']);
     expect(st.vqs.map((q) => q.lastAvailIdx)).toEqual([77, 77]);
     expect(st.vmRunning).toBe(false);
   });
 
   it('guest reset stops vhost, then zeroes the ring indices', () => {
     const { st, io, e } = booted();
-    io.names();
+    io.take();
     io.base = 5;
     expect(run(guestReset(st, e), io)).toBe('stopped');
-    expect(io.names()).toEqual(['SET_STATUS', 'GET_VRING_BASE', 'GET_VRING_BASE']);
+    expect(io.take()).toEqual(['SET_STATUS', 'GET_VRING_BASE', 'GET_VRING_BASE']);
     expect(st.vqs.map((q) => q.lastAvailIdx)).toEqual([0, 0]);
     expect(st.guestAcked).toBe(0n);
   });

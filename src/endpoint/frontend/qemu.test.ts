@@ -7,21 +7,18 @@ import { PackedDevice } from '../../ring/packed/index.ts';
 import { DescriptorChain } from '../../ring/types.ts';
 import { VirtioFeature as F, featureMask } from '../../virtio/index.ts';
 import { QemuFrontend, type QemuFrontendOptions } from './qemu.ts';
-import { ScriptedBackend, runUntil, DPDK_TESTPMD_FEATURES, type ScriptedBackendOptions } from './testing.ts';
+import {
+  ScriptedBackend,
+  runUntil,
+  DPDK_TESTPMD_FEATURES,
+  QEMU_INIT as INIT,
+  QEMU_ROUND as ROUND,
+  QEMU_START as START,
+  QEMU_STOP as STOP,
+  type ScriptedBackendOptions,
+} from './testing.ts';
 
 const PATH = 'run/qs.sock';
-const INIT = [
-  'GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'SET_PROTOCOL_FEATURES', 'GET_QUEUE_NUM', 'SET_SLAVE_REQ_FD', 'SET_OWNER', 'GET_FEATURES',
-  'SET_VRING_CALL', 'SET_VRING_ERR', 'SET_VRING_CALL', 'SET_VRING_ERR',
-];
-const ROUND = ['SET_VRING_ENABLE', 'SET_VRING_ENABLE'];
-const START = [
-  ...ROUND, 'SET_FEATURES', 'GET_STATUS', 'SET_STATUS', 'SET_MEM_TABLE',
-  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK', 'SET_VRING_CALL',
-  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK', 'SET_VRING_CALL',
-  'GET_STATUS', 'SET_STATUS',
-];
-const STOP = ['SET_STATUS', 'GET_VRING_BASE', 'GET_VRING_BASE'];
 
 function setup(opts: Partial<QemuFrontendOptions> = {}) {
   const sched = new Scheduler({ seed: 11 });

@@ -51,6 +51,16 @@ import type { Sequence } from './handshake.ts';
 /** QEMU 7.2's VhostUserPayload is 632 bytes; a larger reply size is refused. */
 export const QEMU_7_2_MAX_REPLY_PAYLOAD = 632;
 
+/** vhost_virtqueue_init's masked and error notifiers of vring `i`: the old pair is closed, a new one made. */
+export function renewNotifiers<N extends { readonly masked: EventFd; readonly err: EventFd }>(notifiers: Map<number, N>, i: number, make: () => N): N {
+  const old = notifiers.get(i);
+  old?.masked.close();
+  old?.err.close();
+  const n = make();
+  notifiers.set(i, n);
+  return n;
+}
+
 export type QemuChardev = { readonly mode: 'server' } | { readonly mode: 'client'; readonly reconnect?: number };
 
 export interface QemuFrontendOptions {
@@ -464,14 +474,7 @@ export class QemuFrontend extends FrontendBase {
     const g = this.guest;
     return {
       ringKind: () => ringKindOf(this.state.guestAcked),
-      initNotifiers: (i) => {
-        const old = this.notifiers.get(i);
-        old?.masked.close();
-        old?.err.close();
-        const n = { masked: this.ns.eventfd(`${g.name}:masked${i}`), err: this.ns.eventfd(`${g.name}:err${i}`) };
-        this.notifiers.set(i, n);
-        return n;
-      },
+      initNotifiers: (i) => renewNotifiers(this.notifiers, i, () => ({ masked: this.ns.eventfd(`${g.name}:masked${i}`), err: this.ns.eventfd(`${g.name}:err${i}`) })),
       kickFd: (i) => g.vring(i).kick,
       callFd: (i) => g.vring(i).call,
       memoryTable: () => ({ regions: g.memoryRegions, fds: g.memoryRegionFds }),

@@ -32,9 +32,111 @@ import {
 import { DeviceStatus as S } from '../../virtio/index.ts';
 import { MessageChannel } from '../message-channel.ts';
 import type { TraceRecorder } from '../trace-recorder.ts';
+import { FrontendError } from './errors.ts';
+import { checkReply, runSequence, type OpResult, type ReplySpec, type Sequence, type SequenceIo } from './handshake.ts';
 
 /** What testpmd's `net_vhost` offers by default (tso=0): 0xd7c66e7cb. */
 export const DPDK_TESTPMD_FEATURES = 0xd7c66e7cbn;
+
+/** QEMU 7.2's netdev init (fact sheet §4.1), one attach round, vhost start (§4.2) and VM stop, by request name. */
+export const QEMU_INIT = [
+  'GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'SET_PROTOCOL_FEATURES', 'GET_QUEUE_NUM', 'SET_SLAVE_REQ_FD', 'SET_OWNER', 'GET_FEATURES',
+  'SET_VRING_CALL', 'SET_VRING_ERR', 'SET_VRING_CALL', 'SET_VRING_ERR',
+];
+export const QEMU_ROUND = ['SET_VRING_ENABLE', 'SET_VRING_ENABLE'];
+export const QEMU_START = [
+  ...QEMU_ROUND, 'SET_FEATURES', 'GET_STATUS', 'SET_STATUS', 'SET_MEM_TABLE',
+  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK', 'SET_VRING_CALL',
+  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK', 'SET_VRING_CALL',
+  'GET_STATUS', 'SET_STATUS',
+];
+export const QEMU_STOP = ['SET_STATUS', 'GET_VRING_BASE', 'GET_VRING_BASE'];
+
+/** DPDK virtio-user 22.11's probe (fact sheet §4.5), by request name. */
+export const VIRTIO_USER_PROBE = [
+  'SET_OWNER', 'GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'SET_PROTOCOL_FEATURES', 'SET_VRING_CALL', 'SET_VRING_CALL', 'SET_FEATURES',
+  'SET_STATUS', 'GET_STATUS', 'GET_STATUS', 'SET_MEM_TABLE', 'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK',
+  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK', 'SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'SET_STATUS',
+];
+
+/** Runs a sequence that must finish synchronously (against a `ScriptIo`) and returns its result. */
+export function runSync<T>(seq: Sequence<T>, io: SequenceIo): T {
+  let out: { v: T } | undefined;
+  runSequence(seq, io, (v) => {
+    out = { v };
+  });
+  if (out === undefined) throw new Error('sequence did not finish synchronously');
+  return out.v;
+}
+
+/** A synchronous DPDK-like `SequenceIo` with no transport: records what is sent and answers GET_* as a script. */
+export class ScriptIo implements SequenceIo {
+  readonly sent: Message<AnyFd>[] = [];
+  /** Every send fails, as on a closed socket. */
+  dead = false;
+  status = 0;
+  /** What GET_VRING_BASE answers. */
+  base = 0;
+  private pending: Message<AnyFd> | undefined;
+  private taken = 0;
+
+  constructor(
+    /** A reply of its own for a request ('fail': the read fails), or undefined for the script's. */
+    private readonly answer?: (m: Message<AnyFd>) => Payload | 'fail' | undefined,
+    /** What GET_QUEUE_NUM answers. */
+    private readonly queueNum = 1n,
+  ) {}
+
+  send(msg: Message<AnyFd>): FrontendError | undefined {
+    if (this.dead) return new FrontendError('transport', 'EPIPE', msg.request, 'Failed to set msg fds.');
+    this.sent.push(msg);
+    this.pending = msg;
+    const p = msg.payload as Payload | undefined;
+    if (msg.request === FR.SET_STATUS && p?.kind === 'status') this.status = p.status;
+    return undefined;
+  }
+
+  read(spec: ReplySpec): OpResult {
+    const m = this.pending!;
+    const custom = this.answer?.(m);
+    if (custom === 'fail') return { ok: false, error: new FrontendError('eof', 'gone') };
+    const enc = encode(makeReply(m, custom ?? this.reply(m)), { validate: false });
+    const hdr = new DataView(enc.bytes.buffer);
+    const err = checkReply({ header: { request: hdr.getUint32(0, true), flags: hdr.getUint32(4, true), size: hdr.getUint32(8, true) } }, spec);
+    if (err) return { ok: false, error: err };
+    return { ok: true, reply: { request: m.request, flags: 5, payload: enc.bytes.subarray(12) } };
+  }
+
+  /** Full request names of everything sent. */
+  names(): string[] {
+    return this.sent.map((m) => requestName(m.request));
+  }
+
+  /** Names without `VHOST_USER_` of what was sent since the last take. */
+  take(): string[] {
+    const n = this.sent.slice(this.taken).map((m) => requestName(m.request).replace(/^VHOST_USER_/, ''));
+    this.taken = this.sent.length;
+    return n;
+  }
+
+  private reply(m: Message<AnyFd>): Payload {
+    const p = m.payload as Payload;
+    switch (m.request) {
+      case FR.GET_FEATURES:
+        return { kind: 'features', features: DPDK_TESTPMD_FEATURES };
+      case FR.GET_PROTOCOL_FEATURES:
+        return { kind: 'protocolFeatures', features: DPDK_22_11_PROTOCOL_FEATURES };
+      case FR.GET_STATUS:
+        return { kind: 'status', status: this.status };
+      case FR.GET_QUEUE_NUM:
+        return { kind: 'u64', value: this.queueNum };
+      case FR.GET_VRING_BASE:
+        return { kind: 'vringState', index: p.kind === 'vringState' ? p.index : 0, num: this.base };
+      default:
+        return { kind: 'ack', value: 0n };
+    }
+  }
+}
 
 export interface ReceivedMessage {
   readonly t: number;

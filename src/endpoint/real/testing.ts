@@ -10,12 +10,15 @@ import { TransportError } from '../../transport/index.ts';
 import {
   MappedGuestMemory,
   RealEventFd,
+  RealFdRegistry,
   RealMemFd,
   RealUnixListener,
+  openFdNumbers,
   type RealFd,
-  type RealFdRegistry,
   type RealSocketFd,
 } from '../../transport/real/index.ts';
+import { fdsOpenedSince, tempDir } from '../../transport/real/test-support.ts';
+import { RealModelBackend } from './real-backend.ts';
 import { SplitDriver, layoutSplitRing, splitRingFootprint, type SplitLayout } from '../../ring/split/index.ts';
 import type { UsedBuffer } from '../../ring/types.ts';
 
@@ -269,3 +272,71 @@ export class TestFrontend {
     pump();
   }
 }
+
+/** Throws when `found` is not empty (a test helper's check without a test framework). */
+function expectNone(what: string, found: readonly unknown[]): void {
+  if (found.length > 0) throw new Error(`${what}: ${JSON.stringify(found)}`);
+}
+
+/** A real front-end under test: shut down and checked for leaks at the end. */
+export interface RealFrontendUnderTest {
+  shutdown(): void;
+  leaks(): string[];
+}
+
+/**
+ * Per-test scaffolding of the real model front-end tests: a back-end fd registry, a temp
+ * dir, clean-ups run after each test, and checks that nothing of the test stays open.
+ * Wire it with `beforeEach(() => fx.setUp())` and `afterEach(() => fx.tearDown())`.
+ */
+export class RealFrontendFixture {
+  readonly cleanup: (() => void)[] = [];
+  private state: { reg: RealFdRegistry; tmp: ReturnType<typeof tempDir>; before: number[] } | undefined;
+
+  constructor(private readonly tmpPrefix: string) {}
+
+  get reg(): RealFdRegistry {
+    return this.state!.reg;
+  }
+
+  /** A path in this test's temp dir. */
+  path(name: string): string {
+    return this.state!.tmp.path(name);
+  }
+
+  setUp(): void {
+    this.state = { reg: new RealFdRegistry('backend'), tmp: tempDir(this.tmpPrefix), before: openFdNumbers() };
+  }
+
+  tearDown(): void {
+    const s = this.state!;
+    try {
+      for (const c of this.cleanup.splice(0)) c();
+    } finally {
+      s.tmp.cleanup();
+    }
+    expectNone('back-end fds open', s.reg.describeOpen());
+    expectNone('fds opened by the test', fdsOpenedSince(s.before));
+  }
+
+  /** Echoing model back-ends on `path`, one a call; at the end they quit, then `fe` shuts down, and none leaks. */
+  echoBackends(fe: RealFrontendUnderTest, path: string): () => RealModelBackend {
+    const backends: RealModelBackend[] = [];
+    this.cleanup.push(() => {
+      for (const b of backends) b.quit();
+      fe.shutdown();
+      expectNone('front-end leaks', fe.leaks());
+      for (const b of backends) expectNone('back-end leaks', b.leaks());
+    });
+    return () => {
+      const b = new RealModelBackend({ path, registry: this.reg, dataPath: { rx: 'echo' } });
+      backends.push(b);
+      const err = b.start();
+      if (err !== undefined) throw new Error(`back-end start: ${String(err)}`);
+      return b;
+    };
+  }
+}
+
+/** The numbers `from`, `from + 1`, … (`n` of them). */
+export const seqs = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);

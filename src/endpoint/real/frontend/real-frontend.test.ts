@@ -1,18 +1,13 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { RealFdRegistry, connectUnix, openFdNumbers } from '../../../transport/real/index.ts';
-import { fdsOpenedSince, skipReason, tempDir, waitFor } from '../../../transport/real/test-support.ts';
+import { connectUnix } from '../../../transport/real/index.ts';
+import { skipReason, waitFor } from '../../../transport/real/test-support.ts';
 import { eventsOfKind } from '../../backend/index.ts';
+import { VIRTIO_USER_PROBE as PROBE } from '../../frontend/testing.ts';
 import { RealModelBackend } from '../real-backend.ts';
+import { RealFrontendFixture, seqs } from '../testing.ts';
 import { RealModelFrontend } from './real-frontend.ts';
 import { exchange, numberedPacket, verifyPacket } from './traffic.ts';
 
-const PROBE = [
-  'SET_OWNER', 'GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'SET_PROTOCOL_FEATURES', 'SET_VRING_CALL', 'SET_VRING_CALL',
-  'SET_FEATURES', 'SET_STATUS', 'GET_STATUS', 'GET_STATUS', 'SET_MEM_TABLE',
-  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK',
-  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK',
-  'SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'SET_STATUS',
-];
 
 describe('numbered packets', () => {
   it('verify when intact and fail when a byte changes', () => {
@@ -33,51 +28,25 @@ async function roundTrip(fe: RealModelFrontend, from: number, n: number): Promis
 }
 
 describe.skipIf(skipReason !== undefined)(`model front-end on a real socket${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {
-  let reg: RealFdRegistry;
-  let tmp: ReturnType<typeof tempDir>;
-  let before: number[];
-  const cleanup: (() => void)[] = [];
-
-  beforeEach(() => {
-    reg = new RealFdRegistry('backend');
-    tmp = tempDir('vhostsim-real-frontend-');
-    before = openFdNumbers();
-  });
-  afterEach(() => {
-    try {
-      for (const c of cleanup.splice(0)) c();
-    } finally {
-      tmp.cleanup();
-    }
-    expect(reg.describeOpen()).toEqual([]);
-    expect(fdsOpenedSince(before)).toEqual([]);
-  });
+  const fx = new RealFrontendFixture('vhostsim-real-frontend-');
+  beforeEach(() => fx.setUp());
+  afterEach(() => fx.tearDown());
 
   it('probes the model back-end, moves numbered frames both ways, reconnects keeping split rings', async () => {
-    const path = tmp.path('vu.sock');
+    const path = fx.path('vu.sock');
     const fe = new RealModelFrontend({ path });
-    const backends: RealModelBackend[] = [];
-    cleanup.push(() => {
-      for (const b of backends) b.quit();
-      fe.shutdown();
-      expect(fe.leaks()).toEqual([]);
-      for (const b of backends) expect(b.leaks()).toEqual([]);
-    });
+    const launch = fx.echoBackends(fe, path);
     fe.listen();
-    const b0 = new RealModelBackend({ path, registry: reg, dataPath: { rx: 'echo' } });
-    backends.push(b0);
-    expect(b0.start()).toBeUndefined();
+    const b0 = launch();
     const s1 = await fe.waitForRunning(1);
     expect(s1.sent).toEqual(PROBE);
     const got = await roundTrip(fe, 0, 500);
-    expect(got).toEqual(Array.from({ length: 500 }, (_, i) => i));
+    expect(got).toEqual(seqs(0, 500));
     expect(b0.stats!.txMalformed).toBe(0);
 
     b0.quit();
     await waitFor(() => fe.session === undefined, 5_000);
-    const b1 = new RealModelBackend({ path, registry: reg, dataPath: { rx: 'echo' } });
-    backends.push(b1);
-    expect(b1.start()).toBeUndefined();
+    const b1 = launch();
     const s2 = await fe.waitForRunning(2);
     expect(s2.sent.slice(0, 4)).toEqual(['SET_VRING_ENABLE', 'SET_VRING_ENABLE', 'GET_VRING_BASE', 'GET_VRING_BASE']);
     expect(s2.sent).not.toContain('SET_OWNER');
@@ -85,32 +54,20 @@ describe.skipIf(skipReason !== undefined)(`model front-end on a real socket${ski
     // The new device resumes where the split rings are (used->idx of the kept rings).
     expect(eventsOfKind(bs.events, 'used-idx-mismatch').length).toBeGreaterThan(0);
     const again = await roundTrip(fe, 500, 300);
-    expect(again).toEqual(Array.from({ length: 300 }, (_, i) => 500 + i));
+    expect(again).toEqual(seqs(500, 300));
     await fe.quit();
     expect(fe.leaks()).toEqual([]);
   });
 
   it('packed rings: reset on reconnect, the posted RX buffers dropped and counted, traffic resumes', async () => {
-    const path = tmp.path('vu.sock');
+    const path = fx.path('vu.sock');
     const fe = new RealModelFrontend({ path, packedVq: true });
-    const backends: RealModelBackend[] = [];
-    cleanup.push(() => {
-      for (const b of backends) b.quit();
-      fe.shutdown();
-      expect(fe.leaks()).toEqual([]);
-      for (const b of backends) expect(b.leaks()).toEqual([]);
-    });
+    const launch = fx.echoBackends(fe, path);
     fe.listen();
-    const launch = (): RealModelBackend => {
-      const b = new RealModelBackend({ path, registry: reg, dataPath: { rx: 'echo' } });
-      backends.push(b);
-      expect(b.start()).toBeUndefined();
-      return b;
-    };
     const b0 = launch();
     await fe.waitForRunning(1);
     expect(fe.packed).toBe(true);
-    expect(await roundTrip(fe, 0, 400)).toEqual(Array.from({ length: 400 }, (_, i) => i));
+    expect(await roundTrip(fe, 0, 400)).toEqual(seqs(0, 400));
     const posted = fe.inFlight(0);
     expect(posted).toBeGreaterThan(0);
     b0.quit();
@@ -119,19 +76,19 @@ describe.skipIf(skipReason !== undefined)(`model front-end on a real socket${ski
     const s2 = await fe.waitForRunning(2);
     expect(s2.sent).not.toContain('SET_OWNER');
     expect(fe.droppedOnReset).toBe(posted);
-    expect(await roundTrip(fe, 400, 400)).toEqual(Array.from({ length: 400 }, (_, i) => 400 + i));
+    expect(await roundTrip(fe, 400, 400)).toEqual(seqs(400, 400));
   });
 
   it('drops a back-end whose reply cannot be framed, then probes the next one afresh', async () => {
-    const path = tmp.path('vu.sock');
+    const path = fx.path('vu.sock');
     const fe = new RealModelFrontend({ path });
     const backends: RealModelBackend[] = [];
-    const raw = connectUnix(path, { registry: reg });
+    const raw = connectUnix(path, { registry: fx.reg });
     expect(raw).toBeInstanceOf(Error);
     fe.listen();
-    const sock = connectUnix(path, { registry: reg });
+    const sock = connectUnix(path, { registry: fx.reg });
     if (sock instanceof Error) throw sock;
-    cleanup.push(() => {
+    fx.cleanup.push(() => {
       sock.close();
       for (const b of backends) b.quit();
       fe.shutdown();
@@ -152,7 +109,7 @@ describe.skipIf(skipReason !== undefined)(`model front-end on a real socket${ski
     expect(sock.send(bad, [])).toBeUndefined();
     await waitFor(() => fe.sessions[0]?.outcome === 'failed' && fe.session === undefined, 3_000);
     expect(fe.sessions[0]!.sent).toEqual(['SET_OWNER', 'GET_FEATURES']);
-    const b = new RealModelBackend({ path, registry: reg, dataPath: { rx: 'echo' } });
+    const b = new RealModelBackend({ path, registry: fx.reg, dataPath: { rx: 'echo' } });
     backends.push(b);
     expect(b.start()).toBeUndefined();
     const s2 = await fe.waitForRunning(2);

@@ -1,61 +1,19 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { RealFdRegistry, openFdNumbers } from '../../../transport/real/index.ts';
-import { fdsOpenedSince, skipReason, tempDir, waitFor } from '../../../transport/real/test-support.ts';
-import { RealModelBackend } from '../real-backend.ts';
+import { skipReason, waitFor } from '../../../transport/real/test-support.ts';
+import { QEMU_INIT as INIT, QEMU_ROUND as ROUND, QEMU_START as START } from '../../frontend/testing.ts';
+import { RealFrontendFixture, seqs } from '../testing.ts';
 import { RealQemuFrontend } from './real-qemu.ts';
 import { exchange } from './traffic.ts';
 
-const INIT = [
-  'GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'SET_PROTOCOL_FEATURES', 'GET_QUEUE_NUM', 'SET_SLAVE_REQ_FD', 'SET_OWNER', 'GET_FEATURES',
-  'SET_VRING_CALL', 'SET_VRING_ERR', 'SET_VRING_CALL', 'SET_VRING_ERR',
-];
-const ROUND = ['SET_VRING_ENABLE', 'SET_VRING_ENABLE'];
-const START = [
-  ...ROUND, 'SET_FEATURES', 'GET_STATUS', 'SET_STATUS', 'SET_MEM_TABLE',
-  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK', 'SET_VRING_CALL',
-  'SET_VRING_NUM', 'SET_VRING_BASE', 'SET_VRING_ADDR', 'SET_VRING_KICK', 'SET_VRING_CALL',
-  'GET_STATUS', 'SET_STATUS',
-];
-const seqs = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
-
 describe.skipIf(skipReason !== undefined)(`qemu-7.2 model front-end on a real socket${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {
-  let reg: RealFdRegistry;
-  let tmp: ReturnType<typeof tempDir>;
-  let before: number[];
-  const cleanup: (() => void)[] = [];
-
-  beforeEach(() => {
-    reg = new RealFdRegistry('backend');
-    tmp = tempDir('vhostsim-real-qemu-');
-    before = openFdNumbers();
-  });
-  afterEach(() => {
-    try {
-      for (const c of cleanup.splice(0)) c();
-    } finally {
-      tmp.cleanup();
-    }
-    expect(reg.describeOpen()).toEqual([]);
-    expect(fdsOpenedSince(before)).toEqual([]);
-  });
+  const fx = new RealFrontendFixture('vhostsim-real-qemu-');
+  beforeEach(() => fx.setUp());
+  afterEach(() => fx.tearDown());
 
   function setup(packed: boolean) {
-    const path = tmp.path('qemu.sock');
+    const path = fx.path('qemu.sock');
     const fe = new RealQemuFrontend({ path, packed });
-    const backends: RealModelBackend[] = [];
-    cleanup.push(() => {
-      for (const b of backends) b.quit();
-      fe.shutdown();
-      expect(fe.leaks()).toEqual([]);
-      for (const b of backends) expect(b.leaks()).toEqual([]);
-    });
-    const launch = (): RealModelBackend => {
-      const b = new RealModelBackend({ path, registry: reg, dataPath: { rx: 'echo' } });
-      backends.push(b);
-      expect(b.start()).toBeUndefined();
-      return b;
-    };
-    return { fe, launch };
+    return { fe, launch: fx.echoBackends(fe, path) };
   }
 
   it('split: init, attach rounds and start; frames both ways; a lost back-end restores the bases from used->idx', async () => {

@@ -15,13 +15,13 @@
  * 0xc0000. Rings sit at the top of RAM and belong to the guest: they outlive back-ends.
  */
 import { BackendRequest, MessageDecoder, encode, isReply, makeAck, wantsReply, type VhostUserRegion } from '../../../protocol/index.ts';
-import { TransportError, type AnyFd, type EventFd, type MemFd } from '../../../transport/index.ts';
-import { MappedGuestMemory, RealEventFd, RealFdRegistry, RealMemFd, RealUnixListener, realSocketpair, type RealFd, type RealSocketFd } from '../../../transport/real/index.ts';
+import type { AnyFd, EventFd } from '../../../transport/index.ts';
+import { MappedGuestMemory, RealEventFd, realSocketpair, type RealFd, type RealFdRegistry, type RealSocketFd } from '../../../transport/real/index.ts';
 import { FrontendError } from '../../frontend/errors.ts';
 import { runSequence, type Sequence, type SequenceIo } from '../../frontend/handshake.ts';
 import { PC_DEFAULT_BASE, PC_HIGH_START, PC_LOW_END } from '../../frontend/guest.ts';
 import { DEFAULT_QUEUE_SIZE, GUEST_DRIVERS, ringFeaturesOf, ringKindOf, type GuestDriverName, type GuestDriverProfile, type QemuDeviceConfig } from '../../frontend/profiles.ts';
-import { QEMU_7_2_MAX_REPLY_PAYLOAD } from '../../frontend/qemu.ts';
+import { QEMU_7_2_MAX_REPLY_PAYLOAD, renewNotifiers } from '../../frontend/qemu.ts';
 import {
   attachRounds,
   chrClosed,
@@ -35,9 +35,9 @@ import {
   type QemuState,
   type StatusOutcome,
 } from '../../frontend/qemu-seq.ts';
-import { RealFdAdapters, epochSeconds, realFdOf } from '../fd-adapter.ts';
-import { BUF_SIZE, GuestPort, ringStride, type RingDriver } from './guest-port.ts';
-import { SocketIo, type RealFrontendLogLine, type RealFrontendSession } from './real-frontend.ts';
+import { FrontendLink, type LinkConn } from './frontend-link.ts';
+import { BUF_SIZE, ringStride, type RingDriver } from './guest-port.ts';
+import type { RealFrontendSession } from './socket-io.ts';
 
 /** Packet buffers start above the first MiB (clear of the PC hole and low RAM). */
 const BUF_GPA = 0x100000;
@@ -59,11 +59,7 @@ export interface RealQemuFrontendOptions {
   readonly registry?: RealFdRegistry;
 }
 
-interface Conn {
-  readonly sock: RealSocketFd;
-  readonly session: RealFrontendSession;
-  readonly io: SocketIo;
-  open: boolean;
+interface Conn extends LinkConn {
   /** The netdev init succeeded on it (QEMU's s->watch): its close runs chr_closed_bh. */
   watched: boolean;
 }
@@ -74,112 +70,67 @@ const NO_CONNECTION: SequenceIo = {
   read: (spec) => ({ ok: false, error: new FrontendError('eof', 'no back-end connected', spec.request) }),
 };
 
-export class RealQemuFrontend {
+export class RealQemuFrontend extends FrontendLink<Conn> {
   readonly profile = 'qemu-7.2' as const;
-  readonly path: string;
   readonly cfg: QemuDeviceConfig;
   readonly driver: GuestDriverProfile;
   readonly state: QemuState;
-  readonly registry: RealFdRegistry;
-  readonly adapters: RealFdAdapters;
-  readonly sessions: RealFrontendSession[] = [];
-  readonly log: RealFrontendLogLine[] = [];
-  private readonly memfd: RealMemFd;
-  private readonly mem: MappedGuestMemory;
-  private readonly memHandle: MemFd;
   private readonly regions: VhostUserRegion[];
-  private readonly kicks: EventFd[] = [];
-  private readonly calls: EventFd[] = [];
   private readonly notifiers = new Map<number, { masked: EventFd; err: EventFd }>();
-  private readonly port: GuestPort;
   private readonly env: QemuEnv;
   private readonly bootDelayMs: number;
-  private listener: RealUnixListener | undefined;
-  private conn: Conn | undefined;
-  private readonly backlog: RealSocketFd[] = [];
   private backendChannel: { mine: AnyFd; sock: RealSocketFd } | undefined;
   private booted = false;
-  private stopped = false;
   /** QEMU's main loop: one sequence at a time. */
   private readonly tasks: (() => void)[] = [];
   private busy = false;
 
   constructor(opts: RealQemuFrontendOptions) {
-    this.path = opts.path;
-    this.cfg = { queuePairs: 1, queueSize: opts.queueSize ?? DEFAULT_QUEUE_SIZE, packed: opts.packed ?? false };
+    const cfg: QemuDeviceConfig = { queuePairs: 1, queueSize: opts.queueSize ?? DEFAULT_QUEUE_SIZE, packed: opts.packed ?? false };
+    const size = opts.ramSize ?? 4 << 20;
+    const base = opts.memBase ?? PC_DEFAULT_BASE;
+    const q = cfg.queueSize;
+    const stride = ringStride(q);
+    if (BUF_GPA + 2 * q * BUF_SIZE > size - 2 * stride) throw new RangeError(`${size} bytes of guest memory cannot hold the rings and ${2 * q} buffers above 1 MiB`);
+    super({
+      path: opts.path,
+      registry: opts.registry,
+      label: 'qemu front-end',
+      memfdName: 'qemu-ram',
+      ramSize: size,
+      map: (memfd) => {
+        // Two mappings of one file, as the guest sees RAM either side of the VGA/ROM hole.
+        const low = memfd.map(0, PC_LOW_END, 'qemu ram below 0xa0000');
+        let high;
+        try {
+          high = memfd.map(PC_HIGH_START, size - PC_HIGH_START, 'qemu ram from 0xc0000');
+        } catch (e) {
+          low.release();
+          throw e;
+        }
+        return new MappedGuestMemory([
+          { gpa: 0, uva: base, mapping: low },
+          { gpa: PC_HIGH_START, uva: base + PC_HIGH_START, mapping: high },
+        ]);
+      },
+      port: {
+        queueSize: q,
+        ringBase: [0, 1].map((i) => size - (i + 1) * stride),
+        bufBase: BUF_GPA,
+        // A QEMU guest's kernel virtio-net driver takes interrupts (NAPI turns them off only while it polls).
+        usedNotifications: true,
+      },
+    });
+    this.cfg = cfg;
     const d = opts.guestDriver ?? 'virtio-net';
     this.driver = typeof d === 'string' ? GUEST_DRIVERS[d] : d;
     this.bootDelayMs = opts.bootDelayMs ?? 0;
     this.state = newQemuState(this.cfg);
-    this.registry = opts.registry ?? new RealFdRegistry(`qemu front-end ${this.path}`);
-    this.adapters = new RealFdAdapters(`qemu front-end ${this.path}`);
-    const size = opts.ramSize ?? 4 << 20;
-    const base = opts.memBase ?? PC_DEFAULT_BASE;
-    const q = this.cfg.queueSize;
-    const stride = ringStride(q);
-    if (BUF_GPA + 2 * q * BUF_SIZE > size - 2 * stride) throw new RangeError(`${size} bytes of guest memory cannot hold the rings and ${2 * q} buffers above 1 MiB`);
-    this.memfd = RealMemFd.create('qemu-ram', size, this.registry);
-    try {
-      // Two mappings of one file, as the guest sees RAM either side of the VGA/ROM hole.
-      const low = this.memfd.map(0, PC_LOW_END, 'qemu ram below 0xa0000');
-      let high;
-      try {
-        high = this.memfd.map(PC_HIGH_START, size - PC_HIGH_START, 'qemu ram from 0xc0000');
-      } catch (e) {
-        low.release();
-        throw e;
-      }
-      this.mem = new MappedGuestMemory([
-        { gpa: 0, uva: base, mapping: low },
-        { gpa: PC_HIGH_START, uva: base + PC_HIGH_START, mapping: high },
-      ]);
-    } catch (e) {
-      this.memfd.close();
-      throw e;
-    }
-    this.memHandle = this.adapters.adopt(this.memfd) as MemFd;
     this.regions = [
       { guestPhysAddr: 0n, memorySize: BigInt(PC_LOW_END), userspaceAddr: BigInt(base), mmapOffset: 0n },
       { guestPhysAddr: BigInt(PC_HIGH_START), memorySize: BigInt(size - PC_HIGH_START), userspaceAddr: BigInt(base + PC_HIGH_START), mmapOffset: BigInt(PC_HIGH_START) },
     ];
-    // The ioeventfd (kick) and irqfd (call) of each vring belong to the VM, not the connection.
-    for (let i = 0; i < 2; i++) {
-      this.kicks.push(this.adapters.adopt(RealEventFd.create(0, { registry: this.registry })) as EventFd);
-      this.calls.push(this.adapters.adopt(RealEventFd.create(0, { registry: this.registry })) as EventFd);
-    }
-    this.port = new GuestPort({
-      memory: () => this.memory,
-      queueSize: q,
-      ringBase: [0, 1].map((i) => size - (i + 1) * stride),
-      bufBase: BUF_GPA,
-      kick: (i) => this.kicks[i]!.write(1n),
-      running: () => this.running,
-      // A QEMU guest's kernel virtio-net driver takes interrupts (NAPI turns them off only while it polls).
-      usedNotifications: true,
-    });
     this.env = this.makeEnv();
-  }
-
-  /** Takes each vring's call eventfd (irqfd) count: used-buffer notifications since the last take. */
-  takeCalls(): bigint[] {
-    return this.calls.map((c) => (realFdOf(c) as RealEventFd).read());
-  }
-
-  get memory() {
-    return this.mem.memory;
-  }
-
-  get session(): RealFrontendSession | undefined {
-    return this.conn?.open ? this.conn.session : undefined;
-  }
-
-  /** vhost runs on the current back-end. */
-  get running(): boolean {
-    return this.conn?.open === true && this.conn.session.running;
-  }
-
-  get packed(): boolean {
-    return this.port.packed;
   }
 
   /** The features acked to the current (or last) back-end, bit 30 included. */
@@ -208,23 +159,8 @@ export class RealQemuFrontend {
   }
 
   /** Listen ("QEMU waiting for connection on: disconnected:unix:…,server=on"). */
-  listen(): void {
-    const l = RealUnixListener.listen(this.path, (s) => this.onAccept(s), { registry: this.registry });
-    if (l instanceof TransportError) throw l;
-    this.listener = l;
-    this.note('info', `QEMU waiting for connection on: disconnected:unix:${this.path},server=on`);
-  }
-
-  /** Resolves when connection `n` (1, 2, …) has vhost started; rejects if it failed. */
-  async waitForRunning(n: number, timeoutMs = 15_000): Promise<RealFrontendSession> {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const s = this.sessions[n - 1];
-      if (s?.outcome === 'started') return s;
-      if (s?.outcome === 'failed') throw new Error(`${this.path}: session ${n} did not start: ${this.log.map((l) => l.text).join(' | ')}`);
-      if (Date.now() > end) throw new Error(`${this.path}: session ${n} not running within ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
+  protected listeningNote(): [string, string] {
+    return ['info', `QEMU waiting for connection on: disconnected:unix:${this.path},server=on`];
   }
 
   /** Resolves once the back-end of session `n` is gone and chr_closed_bh has run. */
@@ -238,60 +174,18 @@ export class RealQemuFrontend {
     }
   }
 
-  // ---- data path ---------------------------------------------------------------------------
-
-  postRx(n: number): number {
-    return this.port.postRx(n);
-  }
-
-  send(packets: readonly Uint8Array[]): number {
-    return this.port.send(packets);
-  }
-
-  reclaimTx(): number {
-    return this.port.reclaimTx();
-  }
-
-  receive(): Uint8Array[] {
-    return this.port.receive();
-  }
-
-  inFlight(i: number): number {
-    return this.port.inFlight(i);
-  }
-
   // ---- shutdown ----------------------------------------------------------------------------
 
   /** QEMU quits: the VM stops (vhost stops on the live back-end), then the socket closes and its file goes. */
-  async quit(timeoutMs = 5_000): Promise<void> {
-    if (this.stopped) return;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, timeoutMs);
-      this.enqueue(
-        () => this.withPhase(vmStop(this.state, this.env)),
-        () => {
-          clearTimeout(t);
-          resolve();
-        },
-      );
-    });
-    this.shutdown();
+  protected farewell(done: () => void): boolean {
+    this.enqueue(() => this.withPhase(vmStop(this.state, this.env)), done);
+    return true;
   }
 
-  /** Closes every socket and fd and releases the mappings, each exactly once. */
-  shutdown(): void {
-    if (this.stopped) return;
-    this.stopped = true;
+  protected dropAll(): void {
     this.tasks.length = 0;
     if (this.conn?.open) this.dropConnection(this.conn, 'closed-locally');
     this.dropBackendChannel();
-    for (const s of this.backlog.splice(0)) s.close();
-    this.listener?.close({ unlink: true });
-    this.listener = undefined;
-    this.port.clear();
-    this.mem.release();
-    this.memHandle.close();
-    for (const e of [...this.kicks, ...this.calls]) e.close();
     for (const n of this.notifiers.values()) {
       n.masked.close();
       n.err.close();
@@ -299,19 +193,7 @@ export class RealQemuFrontend {
     this.notifiers.clear();
   }
 
-  /** Open fds and live mappings: empty after `shutdown()`, or something leaked. */
-  leaks(): string[] {
-    const out = [...this.registry.describeOpen(), ...this.adapters.describeOpen()];
-    if (!this.mem.released) out.push('guest memory still mapped');
-    if (this.adapters.liveMappings > 0) out.push(`${this.adapters.liveMappings} adapter mapping(s) live`);
-    return out;
-  }
-
   // ---- the main loop -----------------------------------------------------------------------
-
-  private note(level: string, text: string): void {
-    this.log.push({ t: epochSeconds(), level, text });
-  }
 
   /** Queues a sequence; it runs on the connection current when it starts (or none: sends fail). */
   private enqueue<T>(make: () => Sequence<T>, done?: (r: T) => void): void {
@@ -345,47 +227,20 @@ export class RealQemuFrontend {
 
   // ---- connections -------------------------------------------------------------------------
 
-  private onAccept(sock: RealSocketFd): void {
-    if (this.stopped) {
-      sock.close();
-      return;
-    }
-    this.backlog.push(sock);
-    this.maybeAccept();
-  }
-
   /** The chardev takes one client at a time. */
-  private maybeAccept(): void {
+  protected maybeAccept(): void {
     if (this.conn?.open || this.stopped) return;
-    const sock = this.backlog.shift();
-    if (sock === undefined) return;
-    const session: RealFrontendSession = { n: this.sessions.length + 1, sent: [], connectedAt: epochSeconds(), running: false, outcome: undefined, end: undefined };
-    this.sessions.push(session);
-    const io = new SocketIo(
-      sock,
-      (name) => session.sent.push(name),
+    const c = this.connectNext((base) => ({ ...base, watched: false }), {
+      maxPayload: QEMU_7_2_MAX_REPLY_PAYLOAD,
       // Unframeable bytes: QEMU's read fails and it disconnects, as for a closed peer.
-      (e) => {
+      fatal: (c, e) => {
         this.note('error', `Failed to read msg header: ${e.message}`);
         setImmediate(() => this.onPeerClosed(c));
       },
-      QEMU_7_2_MAX_REPLY_PAYLOAD,
-    );
-    const c: Conn = { sock, session, io, open: true, watched: false };
-    this.conn = c;
-    sock.onData((chunk, fds) => {
-      if (!c.open) {
-        for (const f of fds) f.close();
-        return;
-      }
-      io.push(chunk, fds);
+      closed: (c) => this.onPeerClosed(c),
     });
-    sock.onClose(() => {
-      if (!c.open) return;
-      io.closed();
-      // After the pending sequence has seen the EOF (same tick).
-      setImmediate(() => this.onPeerClosed(c));
-    });
+    if (c === undefined) return;
+    const session = c.session;
     this.enqueue(
       () => netdevInit(this.state, this.env),
       (err) => {
@@ -453,13 +308,7 @@ export class RealQemuFrontend {
   }
 
   private dropConnection(c: Conn, end: 'peer-closed' | 'closed-locally'): void {
-    if (!c.open) return;
-    c.open = false;
-    c.session.running = false;
-    c.session.end ??= end;
-    c.io.closed();
-    c.sock.close();
-    this.dropBackendChannel();
+    if (this.closeConn(c, end)) this.dropBackendChannel();
   }
 
   // ---- back-end channel (SET_SLAVE_REQ_FD) -------------------------------------------------
@@ -503,17 +352,11 @@ export class RealQemuFrontend {
   private makeEnv(): QemuEnv {
     return {
       ringKind: () => ringKindOf(this.state.guestAcked),
-      initNotifiers: (i) => {
-        const old = this.notifiers.get(i);
-        old?.masked.close();
-        old?.err.close();
-        const n = {
+      initNotifiers: (i) =>
+        renewNotifiers(this.notifiers, i, () => ({
           masked: this.adapters.adopt(RealEventFd.create(0, { registry: this.registry })) as EventFd,
           err: this.adapters.adopt(RealEventFd.create(0, { registry: this.registry })) as EventFd,
-        };
-        this.notifiers.set(i, n);
-        return n;
-      },
+        })),
       kickFd: (i) => this.kicks[i]!,
       callFd: (i) => this.calls[i]!,
       memoryTable: () => ({ regions: this.regions, fds: this.regions.map(() => this.memHandle) }),
