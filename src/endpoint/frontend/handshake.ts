@@ -146,9 +146,39 @@ export function checkReply(m: { header: { request: number; flags: number; size: 
  * nor virtio-user reads the main socket unless it waits for a reply, so a message nobody
  * asked for stays queued and is taken as the next reply (and then usually refused).
  */
+/**
+ * The one read a sequence may have pending: `read` answers at once when `tryRead` can, else it
+ * parks the continuation, and `wake` (called when a message arrives or the link closes) resumes it.
+ */
+export class PendingRead {
+  private waiter: { spec: ReplySpec; resume: (r: OpResult) => void } | undefined;
+
+  constructor(
+    private readonly tryRead: (spec: ReplySpec) => OpResult | undefined,
+    private readonly owner: string,
+  ) {}
+
+  read(spec: ReplySpec, resume: (r: OpResult) => void): OpResult | 'wait' {
+    const now = this.tryRead(spec);
+    if (now !== undefined) return now;
+    if (this.waiter !== undefined) throw new Error(`${this.owner}.read: a read is already pending`);
+    this.waiter = { spec, resume };
+    return 'wait';
+  }
+
+  wake(): void {
+    const w = this.waiter;
+    if (w === undefined) return;
+    const r = this.tryRead(w.spec);
+    if (r === undefined) return;
+    this.waiter = undefined;
+    w.resume(r);
+  }
+}
+
 export class Conversation implements SequenceIo {
   private readonly inbound: DecodedMessage<AnyFd>[] = [];
-  private waiter: { spec: ReplySpec; resume: (r: OpResult) => void } | undefined;
+  private readonly pending = new PendingRead((spec) => this.tryRead(spec), 'Conversation');
   private failure: FrontendError | undefined;
   private peerGone: { midMessage: boolean } | undefined;
   private localClosed = false;
@@ -162,12 +192,12 @@ export class Conversation implements SequenceIo {
       fatal: (e) => {
         this.failure = new FrontendError('bad-framing', `back-end stream cannot be framed: ${e.message}`, e.request, 'Failed to read msg header.');
         for (const l of this.fatalListeners) l(this.failure);
-        this.wake();
+        this.pending.wake();
       },
       closed: (info) => {
         this.peerGone = info;
         for (const l of this.closeListeners) l(info);
-        this.wake();
+        this.pending.wake();
       },
     });
   }
@@ -214,11 +244,7 @@ export class Conversation implements SequenceIo {
   }
 
   read(spec: ReplySpec, resume: (r: OpResult) => void): OpResult | 'wait' {
-    const now = this.tryRead(spec);
-    if (now !== undefined) return now;
-    if (this.waiter !== undefined) throw new Error('Conversation.read: a read is already pending');
-    this.waiter = { spec, resume };
-    return 'wait';
+    return this.pending.read(spec, resume);
   }
 
   /** Closes this end; a pending read fails. */
@@ -227,22 +253,14 @@ export class Conversation implements SequenceIo {
     this.localClosed = true;
     for (const m of this.inbound.splice(0)) for (const fd of m.fds) fd.close();
     this.mc.close();
-    this.wake();
+    this.pending.wake();
   }
 
   private onMessage(m: DecodedMessage<AnyFd>): void {
     this.inbound.push(m);
-    this.wake();
+    this.pending.wake();
   }
 
-  private wake(): void {
-    const w = this.waiter;
-    if (w === undefined) return;
-    const r = this.tryRead(w.spec);
-    if (r === undefined) return;
-    this.waiter = undefined;
-    w.resume(r);
-  }
 
   private tryRead(spec: ReplySpec): OpResult | undefined {
     const m = this.inbound.shift();

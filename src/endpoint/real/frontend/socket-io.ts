@@ -3,7 +3,7 @@ import { MessageDecoder, encode, requestName, type DecodedMessage, type Message 
 import type { AnyFd } from '../../../transport/index.ts';
 import type { RealFd, RealSocketFd } from '../../../transport/real/index.ts';
 import { FrontendError } from '../../frontend/errors.ts';
-import { checkReply, type OpResult, type ReplySpec, type SequenceIo } from '../../frontend/handshake.ts';
+import { PendingRead, checkReply, type OpResult, type ReplySpec, type SequenceIo } from '../../frontend/handshake.ts';
 import { VIRTIO_USER_MAX_REPLY_PAYLOAD } from '../../frontend/virtio-user.ts';
 import { realFdOf } from '../fd-adapter.ts';
 
@@ -30,7 +30,7 @@ export interface RealFrontendLogLine {
 export class SocketIo implements SequenceIo {
   private readonly inbound: DecodedMessage<RealFd>[] = [];
   private readonly decoder: MessageDecoder<RealFd>;
-  private waiter: { spec: ReplySpec; resume: (r: OpResult) => void } | undefined;
+  private readonly pending = new PendingRead((spec) => this.tryRead(spec), 'SocketIo');
   private gone = false;
 
   constructor(
@@ -69,20 +69,20 @@ export class SocketIo implements SequenceIo {
       this.fail(e);
       return;
     }
-    this.wake();
+    this.pending.wake();
   }
 
   private fail(e: unknown): void {
     this.failure = e instanceof Error ? e : new Error(String(e));
     this.gone = true;
-    this.wake();
+    this.pending.wake();
     this.onFatal(this.failure);
   }
 
   closed(): void {
     this.gone = true;
     for (const m of this.inbound.splice(0)) for (const f of m.fds) f.close();
-    this.wake();
+    this.pending.wake();
   }
 
   send(msg: Message<AnyFd>): FrontendError | undefined {
@@ -100,19 +100,7 @@ export class SocketIo implements SequenceIo {
   }
 
   read(spec: ReplySpec, resume: (r: OpResult) => void): OpResult | 'wait' {
-    const now = this.tryRead(spec);
-    if (now !== undefined) return now;
-    this.waiter = { spec, resume };
-    return 'wait';
-  }
-
-  private wake(): void {
-    const w = this.waiter;
-    if (w === undefined) return;
-    const r = this.tryRead(w.spec);
-    if (r === undefined) return;
-    this.waiter = undefined;
-    w.resume(r);
+    return this.pending.read(spec, resume);
   }
 
   private tryRead(spec: ReplySpec): OpResult | undefined {
