@@ -245,132 +245,142 @@ export interface RunResult {
 
 // ---- zod schema for reading ---------------------------------------------------------------------
 
-const count = z.number().int().min(0);
-const EventRefSchema = z.object({ t: z.number().finite(), event: z.string(), traceLine: z.number().int().min(1).optional(), seq: z.number().int().min(0).optional(), step: z.string().optional() });
-const MechanismSchema = z.object({
-  summary: z.string().min(1),
-  profile: z.string().min(1),
-  lostState: z.array(z.string()).optional(),
-  messages: z
-    .array(
-      z.object({
-        dir: z.enum(['f2b', 'b2f']),
-        request: z.string(),
-        vring: count.optional(),
-        field: z.string().optional(),
-        value: z.union([z.number(), z.string()]),
-        connection: z.number().int().min(1).optional(),
-        at: EventRefSchema.optional(),
-      }),
-    )
-    .optional(),
-  reference: z.string().optional(),
-});
-const evidence = z.record(z.string(), z.unknown());
+// Built on first use: runs that only write results skip constructing it.
+function buildRunResultSchema() {
+  const count = z.number().int().min(0);
+  const EventRefSchema = z.object({ t: z.number().finite(), event: z.string(), traceLine: z.number().int().min(1).optional(), seq: z.number().int().min(0).optional(), step: z.string().optional() });
+  const MechanismSchema = z.object({
+    summary: z.string().min(1),
+    profile: z.string().min(1),
+    lostState: z.array(z.string()).optional(),
+    messages: z
+      .array(
+        z.object({
+          dir: z.enum(['f2b', 'b2f']),
+          request: z.string(),
+          vring: count.optional(),
+          field: z.string().optional(),
+          value: z.union([z.number(), z.string()]),
+          connection: z.number().int().min(1).optional(),
+          at: EventRefSchema.optional(),
+        }),
+      )
+      .optional(),
+    reference: z.string().optional(),
+  });
+  const evidence = z.record(z.string(), z.unknown());
 
-const needsMechanism = (r: { verdict: Verdict; mechanism?: unknown }): boolean => r.verdict !== 'fails-as-modelled' || r.mechanism !== undefined;
-const MECHANISM_MESSAGE = { message: "a 'fails-as-modelled' verdict names its mechanism", path: ['mechanism'] };
+  const needsMechanism = (r: { verdict: Verdict; mechanism?: unknown }): boolean => r.verdict !== 'fails-as-modelled' || r.mechanism !== undefined;
+  const MECHANISM_MESSAGE = { message: "a 'fails-as-modelled' verdict names its mechanism", path: ['mechanism'] };
 
-const ExpectResultSchema = z
-  .object({
-    path: z.string().regex(/^steps\[\d+\](\.repeat\.steps\[\d+\])*$/),
-    iteration: z.array(count),
-    what: z.enum(EXPECT_WHATS),
-    vm: count.optional(),
-    planStep: z.string().optional(),
-    t: z.number().finite().min(0),
-    verdict: z.enum(VERDICTS),
-    reason: z.string().min(1),
-    evidence,
-    mechanism: MechanismSchema.optional(),
-  })
-  .refine(needsMechanism, MECHANISM_MESSAGE);
+  const ExpectResultSchema = z
+    .object({
+      path: z.string().regex(/^steps\[\d+\](\.repeat\.steps\[\d+\])*$/),
+      iteration: z.array(count),
+      what: z.enum(EXPECT_WHATS),
+      vm: count.optional(),
+      planStep: z.string().optional(),
+      t: z.number().finite().min(0),
+      verdict: z.enum(VERDICTS),
+      reason: z.string().min(1),
+      evidence,
+      mechanism: MechanismSchema.optional(),
+    })
+    .refine(needsMechanism, MECHANISM_MESSAGE);
 
-const InvariantResultSchema = z
-  .object({
-    name: z.enum(MODEL_INVARIANTS),
-    verdict: z.enum(['holds', 'violated', 'not-checked']),
-    checks: count,
-    checkedAfter: z.enum(CHECK_TIMES).optional(),
-    reason: z.string().min(1).optional(),
-    firstViolation: EventRefSchema.extend({ reason: z.string().min(1), evidence: evidence.optional() }).optional(),
-  })
-  .refine((r) => r.verdict !== 'violated' || r.firstViolation !== undefined, { message: 'a violated invariant names its first violation', path: ['firstViolation'] });
+  const InvariantResultSchema = z
+    .object({
+      name: z.enum(MODEL_INVARIANTS),
+      verdict: z.enum(['holds', 'violated', 'not-checked']),
+      checks: count,
+      checkedAfter: z.enum(CHECK_TIMES).optional(),
+      reason: z.string().min(1).optional(),
+      firstViolation: EventRefSchema.extend({ reason: z.string().min(1), evidence: evidence.optional() }).optional(),
+    })
+    .refine((r) => r.verdict !== 'violated' || r.firstViolation !== undefined, { message: 'a violated invariant names its first violation', path: ['firstViolation'] });
 
-const PropertyResultSchema = z
-  .object({
-    name: z.enum(PROTOCOL_PROPERTIES),
-    verdict: z.enum(VERDICTS),
-    checks: count,
-    checkedAfter: z.enum(CHECK_TIMES).optional(),
-    reason: z.string().min(1),
-    evidence: evidence.optional(),
-    mechanism: MechanismSchema.optional(),
-    firstFailure: EventRefSchema.optional(),
-  })
-  .refine(needsMechanism, MECHANISM_MESSAGE);
+  const PropertyResultSchema = z
+    .object({
+      name: z.enum(PROTOCOL_PROPERTIES),
+      verdict: z.enum(VERDICTS),
+      checks: count,
+      checkedAfter: z.enum(CHECK_TIMES).optional(),
+      reason: z.string().min(1),
+      evidence: evidence.optional(),
+      mechanism: MechanismSchema.optional(),
+      firstFailure: EventRefSchema.optional(),
+    })
+    .refine(needsMechanism, MECHANISM_MESSAGE);
 
-const PortCountersSchema = z.object({
-  port: count,
-  kind: z.enum(['nic', 'vhost', 'virtio']),
-  rxPackets: count,
-  rxMissed: count,
-  rxBytes: count,
-  rxErrors: count,
-  rxNombuf: count,
-  txPackets: count,
-  txErrors: count,
-  txBytes: count,
-  rxDropped: count.optional(),
-  txDropped: count.optional(),
-  queues: z.object({ rx: z.array(count), tx: z.array(count) }).optional(),
-});
+  const PortCountersSchema = z.object({
+    port: count,
+    kind: z.enum(['nic', 'vhost', 'virtio']),
+    rxPackets: count,
+    rxMissed: count,
+    rxBytes: count,
+    rxErrors: count,
+    rxNombuf: count,
+    txPackets: count,
+    txErrors: count,
+    txBytes: count,
+    rxDropped: count.optional(),
+    txDropped: count.optional(),
+    queues: z.object({ rx: z.array(count), tx: z.array(count) }).optional(),
+  });
 
-/** Each name of `names` exactly once in `items`. */
-function exactlyOnce(names: readonly string[], what: string) {
-  return (items: readonly { name: string }[], ctx: z.RefinementCtx): void => {
-    for (const n of names) {
-      const k = items.filter((i) => i.name === n).length;
-      if (k !== 1) ctx.addIssue({ code: 'custom', message: `${what} '${n}' appears ${k} times, expected once` });
-    }
-  };
+  /** Each name of `names` exactly once in `items`. */
+  function exactlyOnce(names: readonly string[], what: string) {
+    return (items: readonly { name: string }[], ctx: z.RefinementCtx): void => {
+      for (const n of names) {
+        const k = items.filter((i) => i.name === n).length;
+        if (k !== 1) ctx.addIssue({ code: 'custom', message: `${what} '${n}' appears ${k} times, expected once` });
+      }
+    };
+  }
+
+  const schema = z.object({
+    format: z.literal(RESULT_FORMAT),
+    scenario: z.object({
+      name: z.string().min(1),
+      file: z.string().optional(),
+      ring: z.enum(RING_KINDS),
+      topology: z.enum(TOPOLOGIES),
+      vms: z.number().int().min(1),
+      queues: z.number().int().min(1),
+      queueSize: z.number().int().min(1),
+      frontend: z.enum(FRONTENDS),
+      backend: z.enum(BACKENDS),
+      guest: z.enum(GUESTS),
+      plan: z.object({ document: z.string(), case: z.number().int().min(1), title: z.string() }).optional(),
+    }),
+    seed: z.number().int().min(0),
+    expects: z.array(ExpectResultSchema),
+    invariants: z.array(InvariantResultSchema).superRefine(exactlyOnce(MODEL_INVARIANTS, 'model invariant')),
+    properties: z.array(PropertyResultSchema).superRefine(exactlyOnce(PROTOCOL_PROPERTIES, 'protocol property')),
+    portStats: z.array(z.object({ instance: z.string().regex(/^(host|vm\d+)$/), ports: z.array(PortCountersSchema) })),
+    counts: z.object({
+      reconnects: count,
+      backendRestarts: count,
+      vmRestarts: count,
+      vmReboots: count,
+      packetsSent: count,
+      packetsThrough: count,
+      duplicates: count,
+      drops: z.array(z.object({ reason: z.string().min(1), where: z.string(), count })),
+    }),
+    virtualSeconds: z.number().finite().min(0),
+    wallSeconds: z.number().finite().min(0),
+    trace: z.object({ path: z.string().optional(), records: count, sha256: z.string().regex(/^[0-9a-f]{64}$/).optional() }),
+    monitoring: z.object({ checkedAfterEveryEvent: count, checkedAfterSteps: count, perEvent: z.array(z.string()), endOfRun: z.array(z.string()) }).optional(),
+  });
+  return schema;
 }
 
-export const RunResultSchema = z.object({
-  format: z.literal(RESULT_FORMAT),
-  scenario: z.object({
-    name: z.string().min(1),
-    file: z.string().optional(),
-    ring: z.enum(RING_KINDS),
-    topology: z.enum(TOPOLOGIES),
-    vms: z.number().int().min(1),
-    queues: z.number().int().min(1),
-    queueSize: z.number().int().min(1),
-    frontend: z.enum(FRONTENDS),
-    backend: z.enum(BACKENDS),
-    guest: z.enum(GUESTS),
-    plan: z.object({ document: z.string(), case: z.number().int().min(1), title: z.string() }).optional(),
-  }),
-  seed: z.number().int().min(0),
-  expects: z.array(ExpectResultSchema),
-  invariants: z.array(InvariantResultSchema).superRefine(exactlyOnce(MODEL_INVARIANTS, 'model invariant')),
-  properties: z.array(PropertyResultSchema).superRefine(exactlyOnce(PROTOCOL_PROPERTIES, 'protocol property')),
-  portStats: z.array(z.object({ instance: z.string().regex(/^(host|vm\d+)$/), ports: z.array(PortCountersSchema) })),
-  counts: z.object({
-    reconnects: count,
-    backendRestarts: count,
-    vmRestarts: count,
-    vmReboots: count,
-    packetsSent: count,
-    packetsThrough: count,
-    duplicates: count,
-    drops: z.array(z.object({ reason: z.string().min(1), where: z.string(), count })),
-  }),
-  virtualSeconds: z.number().finite().min(0),
-  wallSeconds: z.number().finite().min(0),
-  trace: z.object({ path: z.string().optional(), records: count, sha256: z.string().regex(/^[0-9a-f]{64}$/).optional() }),
-  monitoring: z.object({ checkedAfterEveryEvent: count, checkedAfterSteps: count, perEvent: z.array(z.string()), endOfRun: z.array(z.string()) }).optional(),
-});
+let runResultSchemaCache: ReturnType<typeof buildRunResultSchema> | undefined;
+/** The zod schema `parseResult` checks a result against. */
+export function runResultSchema(): ReturnType<typeof buildRunResultSchema> {
+  return (runResultSchemaCache ??= buildRunResultSchema());
+}
 
 export class ResultFormatError extends Error {
   override readonly name = 'ResultFormatError';
@@ -381,7 +391,7 @@ export class ResultFormatError extends Error {
 
 /** Reads a result (e.g. from JSON.parse); throws `ResultFormatError` naming every bad field. */
 export function parseResult(json: unknown): RunResult {
-  const r = RunResultSchema.safeParse(json);
+  const r = runResultSchema().safeParse(json);
   if (!r.success) {
     throw new ResultFormatError(
       r.error.issues.map((i) => ({ path: i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, ''), message: i.message })),

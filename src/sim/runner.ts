@@ -160,8 +160,17 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
       topo.syncGuests();
       return topo.ready(vm);
     };
+    // Between control-plane changes a sync does nothing and readiness cannot change: skip it.
+    // Read before syncing, so changes the sync itself makes are looked at after the next event.
+    let seen = topo.controlPlaneGeneration;
+    const changed = (): boolean => {
+      const g = topo.controlPlaneGeneration;
+      if (g === seen) return false;
+      seen = g;
+      return check();
+    };
     if (check()) return t0;
-    advance(readyBound, check);
+    advance(readyBound, changed);
     return check() ? sched.now : undefined;
   };
   const markRestart = (what: string, vm: number | undefined, readyAt: number | undefined, faultAt: number): void => {

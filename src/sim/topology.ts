@@ -282,6 +282,26 @@ export class Topology {
   /** Off while the runner counts a VM killed during traffic itself. */
   countHeldAtStop = true;
   /**
+   * Control-plane generation: bumped by everything that can change what `syncHost`/`syncGuests`
+   * do or what `ready()` says, so a readiness wait can skip re-checking while it has not moved.
+   */
+  private cpGen = 0;
+  /**
+   * `cpGen` plus every running guest's ring generations (guests rebuild rings on their own
+   * schedule, not always with a front-end event); never decreases, since a stopped VM's
+   * generations are folded into `cpGen`.
+   */
+  get controlPlaneGeneration(): number {
+    let n = this.cpGen;
+    for (const v of this.vms) if (v) n += this.ringGenerations(v);
+    return n;
+  }
+  private ringGenerations(v: VmInstance): number {
+    let n = 0;
+    for (const r of v.fe.guest.vrings) n += r.generation;
+    return n;
+  }
+  /**
    * Rings of a reset or stopped guest that a back-end still polls until it stops them (QEMU's reset
    * and stop sequences are asynchronous): settled when the vring is detached.
    */
@@ -315,6 +335,7 @@ export class Topology {
   // ---- host -----------------------------------------------------------------------------------
 
   launchBackend(): void {
+    this.cpGen++;
     const s = this.s;
     this.hostPoolBase = this.hostPool.inUse;
     const ports: VhostPort[] = [];
@@ -356,8 +377,14 @@ export class Topology {
         path: socketPath(i),
         profile: hookBackendProfile({ ...bo, client: bo.client ?? true, queues: s.queues }, this.hooks),
         recorder: this.recorder,
-        onEvent: () => this.syncHostLater(),
-        onLifecycle: (kind, dev) => this.onLifecycle(i, kind, dev),
+        onEvent: () => {
+          this.cpGen++;
+          this.syncHostLater();
+        },
+        onLifecycle: (kind, dev) => {
+          this.cpGen++;
+          this.onLifecycle(i, kind, dev);
+        },
       });
       host.backends.push(be);
       this.backendsOf[i]!.push(be);
@@ -369,6 +396,7 @@ export class Topology {
   stopBackend(mode: 'quit' | 'kill'): void {
     const host = this.host;
     if (!host) return;
+    this.cpGen++;
     host.testpmd.stop();
     host.forwarding = false;
     for (let i = 0; i < this.s.vms; i++) this.retiredNotRunning[i]! += this.instanceNotRunning(host, i);
@@ -727,11 +755,13 @@ export class Topology {
       v.net = new GuestVirtioNet(this.sched, { name: `vm${i}`, mac: vmMac(i), pool, features: 0n, pollInterval: this.tuning.guestPoll, onKick: kick, queues: s.queues });
     }
     fe.on((e) => {
+      this.cpGen++;
       if (e.type === 'guest-reset') v.resetPending = false;
       if (e.type === 'guest-reset' || e.type === 'started' || e.type === 'rings-reset' || e.type === 'stopped' || e.type === 'reconnected') this.syncHostLater();
     });
     this.vms[i] = v;
     this.lastEnd[i] = [];
+    this.cpGen++;
     fe.start();
   }
 
@@ -739,6 +769,7 @@ export class Topology {
   stopVm(i: number, mode: 'quit' | 'kill'): void {
     const v = this.vms[i];
     if (!v) return;
+    this.cpGen++;
     this.countGuestHeld(v);
     this.detachGuest(v);
     v.pmd?.stop();
@@ -748,13 +779,18 @@ export class Topology {
     else v.fe.kill();
     // Let QEMU's stop sequence run before the guest RAM goes away.
     const fe = v.fe;
-    this.sched.after(1, () => fe.dispose(), `vm${i} exit`);
+    this.sched.after(1, () => {
+      this.cpGen++;
+      fe.dispose();
+    }, `vm${i} exit`);
+    this.cpGen += this.ringGenerations(v);
     this.vms[i] = undefined;
   }
 
   rebootVm(i: number): void {
     const v = this.vms[i];
     if (!v) return;
+    this.cpGen++;
     if (v.fe instanceof VirtioUserFrontend) {
       // No guest OS: the device reset virtio-user can do is its testpmd closing the port
       // (ENABLE 0, GET_VRING_BASE per vring) and a new process probing again on the same socket.
@@ -762,6 +798,7 @@ export class Topology {
       this.stopVm(i, 'quit');
       this.relaunching.add(i);
       const relaunch = (): void => {
+        this.cpGen++;
         if (!this.relaunching.delete(i)) return;
         if (this.vms[i] === undefined) this.launchVm(i);
       };
