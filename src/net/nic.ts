@@ -11,6 +11,7 @@
  * the frame's flow id (the model's 5-tuple) rather than Toeplitz: what matters is that it is a
  * fixed function of the flow, so a flow stays on one queue and many flows spread.
  */
+import { fmix32 } from '../sim/rng.ts';
 import type { Scheduler } from '../sim/scheduler.ts';
 import type { Mbuf, MbufPool } from './mbuf.ts';
 import { ETHERTYPE_VHOSTSIM, frameFlow } from './packet.ts';
@@ -21,13 +22,7 @@ export const RSS_RETA_SIZE = 128;
 
 /** A 32-bit avalanche of a flow id (murmur3's finaliser): neighbouring flows land far apart. */
 export function flowHash(flow: number): number {
-  let h = flow >>> 0;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(flow >>> 0);
 }
 
 /** The RX queue RSS picks for `flow` with `queues` queues and the default round-robin RETA. */

@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { EXPECT_WHATS, RING_KINDS, TOPOLOGIES, FRONTENDS, BACKENDS, GUESTS, type ExpectWhat, type RingKind, type Topology } from './scenario.ts';
+import { EXPECT_WHATS, RING_KINDS, TOPOLOGIES, FRONTENDS, BACKENDS, GUESTS, type ExpectWhat, type RingKind, type Scenario, type Topology } from './scenario.ts';
 
 export const RESULT_FORMAT = 'vhostsim-result/1';
 
@@ -224,6 +224,23 @@ export interface ScenarioSummary {
   backend: string;
   guest: string;
   plan?: { document: string; case: number; title: string };
+}
+
+/** What a result says about the scenario it ran (the same for model and real runs). */
+export function scenarioSummary(s: Scenario, file?: string): ScenarioSummary {
+  return {
+    name: s.name,
+    ...(file ? { file } : {}),
+    ring: s.ring,
+    topology: s.topology,
+    vms: s.vms,
+    queues: s.queues,
+    queueSize: s.queueSize,
+    frontend: s.frontend,
+    backend: s.backend,
+    guest: s.guest,
+    ...(s.plan ? { plan: s.plan } : {}),
+  };
 }
 
 export interface RunResult {

@@ -21,7 +21,7 @@ function rotl(x: number, k: number): number {
 }
 
 /** Murmur3's 32-bit finaliser: a bijective avalanche mix. */
-function fmix32(h: number): number {
+export function fmix32(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;

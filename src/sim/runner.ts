@@ -36,6 +36,7 @@ import { SocketNamespace } from '../transport/index.ts';
 import { checkModelInvariants, checkProtocolProperties, fmtSilent, unattributedLoss, type LivenessRecord, type ResumeVerdict, type SilentQueue, type TrafficRecord, type VmKill } from './invariants.ts';
 import {
   RESULT_FORMAT,
+  scenarioSummary,
   type DropCount,
   type ExpectResult,
   type Mechanism,
@@ -716,19 +717,7 @@ function runOnce(s: Scenario, opts: RunOptions): RunOutput {
   const duplicates = traffic.reduce((n, t) => n + t.duplicates, 0);
   const result: RunResult = {
     format: RESULT_FORMAT,
-    scenario: {
-      name: s.name,
-      ...(opts.file ? { file: opts.file } : {}),
-      ring: s.ring,
-      topology: s.topology,
-      vms: s.vms,
-      queues: s.queues,
-      queueSize: s.queueSize,
-      frontend: s.frontend,
-      backend: s.backend,
-      guest: s.guest,
-      ...(s.plan ? { plan: s.plan } : {}),
-    },
+    scenario: scenarioSummary(s, opts.file),
     seed,
     expects,
     invariants,

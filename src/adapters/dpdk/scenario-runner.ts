@@ -21,7 +21,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { createHash } from 'node:crypto';
 import { walkSteps, unrolledLength, stepPath, type Scenario, type Step, type WalkedStep } from '../../sim/scenario.ts';
-import { RESULT_FORMAT, MODEL_INVARIANTS, PROTOCOL_PROPERTIES, type RunResult, type PortCounters, type PropertyResult, type Verdict, type ScenarioSummary } from '../../sim/results.ts';
+import { RESULT_FORMAT, MODEL_INVARIANTS, PROTOCOL_PROPERTIES, type RunResult, type PortCounters, type PropertyResult, type Verdict, scenarioSummary } from '../../sim/results.ts';
 import { backendOptions, placeForwarding, shellQuote, testpmdArgs, virtioUserOptions, type NicDescription } from './options.ts';
 import { generatorOptions, generatorRound, pmdAvailability } from './pvp.ts';
 import { statsDelta } from './stats.ts';
@@ -774,7 +774,7 @@ export class ScenarioRun {
 
     const result: RealRunResult = {
       format: RESULT_FORMAT,
-      scenario: summary(s, this.o.file),
+      scenario: scenarioSummary(s, this.o.file),
       // A real run has no seed; 0 says so.
       seed: 0,
       expects: this.expects,
@@ -882,22 +882,6 @@ const NOT_CHECKED_EXPECT: Partial<Record<string, string>> = {
   'loss-within-bound': NOT_CHECKED_PROPERTY['bounded-loss'],
   'ring-resumed': NOT_CHECKED_PROPERTY['ring-state-survives-reconnect'],
 };
-
-function summary(s: Scenario, file: string | undefined): ScenarioSummary {
-  return {
-    name: s.name,
-    ...(file ? { file } : {}),
-    ring: s.ring,
-    topology: s.topology,
-    vms: s.vms,
-    queues: s.queues,
-    queueSize: s.queueSize,
-    frontend: s.frontend,
-    backend: s.backend,
-    guest: s.guest,
-    ...(s.plan ? { plan: s.plan } : {}),
-  };
-}
 
 function counters(p: PortStats, kind: PortCounters['kind']): PortCounters {
   return {
