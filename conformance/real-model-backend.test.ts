@@ -13,16 +13,18 @@
  * resumes at used->idx) and at most a ring's worth dropped on a packed ring (virtio-user
  * resets it). flowgen then checks the RX direction (the model echoes frames back). At the end
  * virtio-user quits: the model sees its clean stop, then retries the vanished socket; after
- * the model quits nothing may be left: no process, socket, mapping or fd.
+ * the model quits nothing may be left: no process, socket, mapping or fd. The other side:
+ * virtio-user quits and is relaunched on the same socket; the model, retrying each second,
+ * connects by itself, sees a fresh start (SET_OWNER …) and txonly counts match exactly again.
  *
  * Skips, with the reason in the suite name, when testpmd or the real transport (koffi) is
  * unavailable.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
-import { dpdkAvailability, killAllTestpmds, liveTestpmds, RunDir, runtimeDirFor, VirtioUserPair, type PortStats, type Testpmd } from '../src/adapters/dpdk/index.ts';
+import { dpdkAvailability, killAllTestpmds, liveTestpmds, RunDir, runtimeDirFor, Testpmd, testpmdArgs, VirtioUserPair, type PortStats, type VirtioUserPairOptions } from '../src/adapters/dpdk/index.ts';
 import { openFdNumbers, realTransportAvailability } from '../src/transport/real/index.ts';
 import { fdsOpenedSince } from '../src/transport/real/test-support.ts';
 import { eventsOfKind, formatVhostLog } from '../src/endpoint/backend/index.ts';
@@ -255,5 +257,109 @@ describe.skipIf(skip !== undefined)(title, () => {
       expect(fdsOpenedSince(fdsBefore)).toEqual([]);
       console.info(`real-model-backend ${ring}: ${JSON.stringify(observed[observed.length - 1])}`);
     }, 60_000);
+    it('virtio-user quits and is relaunched on the socket: the model reconnects by itself, fresh start, exact TX counts again', async () => {
+      if (!dpdk.ok) return;
+      const fdsBefore = openFdNumbers();
+      const run = RunDir.create(`model-vurelaunch-${ring}`);
+      const socket = run.socket('vhost-net.sock');
+      const o: VirtioUserPairOptions = { testpmd: dpdk.testpmd, stdbuf: dpdk.stdbuf, run, packed, memoryMb: MEMORY_MB };
+      const vus: Testpmd[] = [];
+      const prefixes: string[] = [];
+      let b: RealModelBackend | undefined;
+      /** Launches virtio-user (server=1) on the socket, as the scenario runner's launchVm does. */
+      const launchVu = async (): Promise<Testpmd> => {
+        // virtio-user binds without unlinking: a stale socket file must go first.
+        if (existsSync(socket)) rmSync(socket, { force: true });
+        prefixes.push(run.prefix('vu'));
+        const p = Testpmd.launch({ testpmd: o.testpmd, stdbuf: o.stdbuf, args: testpmdArgs(VirtioUserPair.frontendOptions(o, socket, prefixes[prefixes.length - 1]!)), name: `virtio-user#${vus.length}` });
+        vus.push(p);
+        await p.waitFor('waiting for client connection', { timeoutMs: 20_000 });
+        return p;
+      };
+      /** txonly until `min` frames reached the model, stop, drain: testpmd's counters equal the model's. */
+      const txonly = async (vu: Testpmd, m: RealModelBackend, min: number) => {
+        await vu.setForwardMode('txonly');
+        await vu.clearPortStats();
+        const before = { ...m.stats!, etherTypes: { ...m.stats!.etherTypes } };
+        await vu.start();
+        await until(() => m.stats!.txPackets - before.txPackets > min, 'txonly frames at the model');
+        await vu.stop();
+        await drained(m);
+        const st = await port0(vu);
+        const got = { packets: m.stats!.txPackets - before.txPackets, bytes: m.stats!.txBytes - before.txBytes };
+        expect(m.stats!.txMalformed).toBe(0);
+        expect(st.txPackets).toBe(got.packets);
+        expect(st.txBytes).toBe(got.bytes);
+        expect(m.stats!.etherTypes['0800']! - (before.etherTypes['0800'] ?? 0)).toBe(got.packets);
+        return { testpmdTx: st.txPackets, modelTx: got.packets, bytes: st.txBytes };
+      };
+      onTestFailed(() => {
+        for (const p of vus) console.error(`--- ${p.name}\n${p.tail(40)}`);
+        if (b) console.error(`--- model\n${formatVhostLog(b.events, { configLevel: 'DEBUG', pmdLevel: 'INFO', model: true }).join('\n')}`);
+      });
+      try {
+        // ---- first virtio-user: fresh start, exact counts.
+        const v0 = await launchVu();
+        b = new RealModelBackend({ path: socket, dataPath: { rx: 'echo' } });
+        expect(b.start()).toBeUndefined();
+        const s0 = await b.waitForReady({ timeoutMs: 15_000 });
+        expect(s0.messages).toEqual(FIRST_START);
+        await v0.waitForPrompt(1, 15_000);
+        expect(await linkUp(v0)).toBe(true);
+        const t0 = await txonly(v0, b, 20_000);
+
+        // ---- virtio-user quits: its port close at the model, then the model retries the vanished socket.
+        await v0.quit();
+        expect(v0.exitInfo).toEqual({ code: 0, signal: null });
+        const downAt = Date.now();
+        await until(() => s0.end !== undefined, 'the model to see the close');
+        expect(s0.end).toBe('peer-closed');
+        expect(s0.messages.slice(-FRONTEND_STOP.length)).toEqual(FRONTEND_STOP);
+        const failedBefore = b.events.filter((e) => e.kind === 'connect-failed').length;
+        await until(() => b!.events.filter((e) => e.kind === 'connect-failed').length > failedBefore || b!.state === 'retrying', 'a failed reconnect');
+        expect(b.state).toBe('retrying');
+        expect(b.events.some((e) => e.kind === 'reconnecting')).toBe(true);
+
+        // ---- relaunched virtio-user on the same socket: the model connects on its next retry.
+        const v1 = await launchVu();
+        const s1 = await b.waitForReady({ session: s0.n + 1, timeoutMs: 15_000 });
+        const reconnectMs = Date.now() - downAt;
+        expect(b.sessions).toHaveLength(2);
+        // A new virtio-user: its first start (SET_OWNER …), not the reconnect sequence.
+        expect(s1.messages).toEqual(FIRST_START);
+        expect(s1.device.features).toBe(s0.device.features);
+        expect(s1.device.features & F_RING_PACKED).toBe(packed ? F_RING_PACKED : 0n);
+        expect(eventsOfKind(s1.events, 'used-idx-mismatch')).toEqual([]);
+        await v1.waitForPrompt(1, 15_000);
+        expect(await linkUp(v1)).toBe(true);
+        const t1 = await txonly(v1, b, 20_000);
+
+        // ---- both quit; nothing left.
+        await v1.quit();
+        await until(() => s1.end !== undefined, 'the model to see the second close');
+        expect(s1.messages.slice(-FRONTEND_STOP.length)).toEqual(FRONTEND_STOP);
+        b.quit();
+        expect(b.state).toBe('stopped');
+        expect(b.leaks()).toEqual([]);
+        for (const s of b.sessions) expect(s.device.internalErrors).toEqual([]);
+        expect(liveTestpmds()).toEqual([]);
+        expect(existsSync(socket)).toBe(false);
+        for (const fp of prefixes) expect(existsSync(runtimeDirFor(fp))).toBe(false);
+        console.info(
+          `real-model-backend relaunch ${ring}: ${JSON.stringify({
+            first: { handshake: s0.messages.length, ...t0 },
+            second: { handshake: s1.messages.length, startsWith: s1.messages[0], ...t1 },
+            connectFailed: b.events.filter((e) => e.kind === 'connect-failed').length,
+            reconnectMs,
+          })}`,
+        );
+      } finally {
+        b?.kill();
+        for (const p of vus) await p.kill().catch(() => undefined);
+        run.dispose();
+      }
+      expect(existsSync(run.dir)).toBe(false);
+      expect(fdsOpenedSince(fdsBefore)).toEqual([]);
+    }, 40_000);
   });
 });
