@@ -75,7 +75,16 @@ abstract class Window {
   }
 }
 
-export class InflightSplitView extends Window {
+/**
+ * What both per-queue areas share: features, version and desc_num at the same offsets, and a
+ * descriptor array of `{ inflight u8 @0, next u16, counter u64 @8 }` after a header; the
+ * header size, descriptor size and `next` offset are the layout's.
+ */
+abstract class InflightArea extends Window {
+  protected abstract readonly header: number;
+  protected abstract readonly descSize: number;
+  protected abstract readonly nextAt: number;
+
   get features(): bigint {
     return this.u64(0);
   }
@@ -91,6 +100,38 @@ export class InflightSplitView extends Window {
   set descNum(v: number) {
     this.setU16(10, v);
   }
+  /** Descriptors the mapped window really holds (desc_num may claim more). */
+  get capacity(): number {
+    return Math.max(0, Math.floor((this.length - this.header) / this.descSize));
+  }
+  private d(i: number): number {
+    return this.header + this.descSize * i;
+  }
+  inflight(i: number): number {
+    return this.u8(this.d(i));
+  }
+  setInflight(i: number, v: number): void {
+    this.setU8(this.d(i), v);
+  }
+  next(i: number): number {
+    return this.u16(this.d(i) + this.nextAt);
+  }
+  setNext(i: number, v: number): void {
+    this.setU16(this.d(i) + this.nextAt, v);
+  }
+  counter(i: number): bigint {
+    return this.u64(this.d(i) + 8);
+  }
+  setCounter(i: number, v: bigint): void {
+    this.setU64(this.d(i) + 8, v);
+  }
+}
+
+export class InflightSplitView extends InflightArea {
+  protected readonly header = INFLIGHT_SPLIT_HEADER;
+  protected readonly descSize = INFLIGHT_SPLIT_DESC;
+  protected readonly nextAt = 6;
+
   get lastInflightIo(): number {
     return this.u16(12);
   }
@@ -103,49 +144,13 @@ export class InflightSplitView extends Window {
   set usedIdx(v: number) {
     this.setU16(14, v);
   }
-  /** Descriptors the mapped window really holds (desc_num may claim more). */
-  get capacity(): number {
-    return Math.max(0, Math.floor((this.length - INFLIGHT_SPLIT_HEADER) / INFLIGHT_SPLIT_DESC));
-  }
-  private d(i: number): number {
-    return INFLIGHT_SPLIT_HEADER + INFLIGHT_SPLIT_DESC * i;
-  }
-  inflight(i: number): number {
-    return this.u8(this.d(i));
-  }
-  setInflight(i: number, v: number): void {
-    this.setU8(this.d(i), v);
-  }
-  next(i: number): number {
-    return this.u16(this.d(i) + 6);
-  }
-  setNext(i: number, v: number): void {
-    this.setU16(this.d(i) + 6, v);
-  }
-  counter(i: number): bigint {
-    return this.u64(this.d(i) + 8);
-  }
-  setCounter(i: number, v: bigint): void {
-    this.setU64(this.d(i) + 8, v);
-  }
 }
 
-export class InflightPackedView extends Window {
-  get features(): bigint {
-    return this.u64(0);
-  }
-  get version(): number {
-    return this.u16(8);
-  }
-  set version(v: number) {
-    this.setU16(8, v);
-  }
-  get descNum(): number {
-    return this.u16(10);
-  }
-  set descNum(v: number) {
-    this.setU16(10, v);
-  }
+export class InflightPackedView extends InflightArea {
+  protected readonly header = INFLIGHT_PACKED_HEADER;
+  protected readonly descSize = INFLIGHT_PACKED_DESC;
+  protected readonly nextAt = 2;
+
   get freeHead(): number {
     return this.u16(12);
   }
@@ -181,30 +186,6 @@ export class InflightPackedView extends Window {
   }
   set oldUsedWrapCounter(v: number) {
     this.setU8(21, v);
-  }
-  get capacity(): number {
-    return Math.max(0, Math.floor((this.length - INFLIGHT_PACKED_HEADER) / INFLIGHT_PACKED_DESC));
-  }
-  private d(i: number): number {
-    return INFLIGHT_PACKED_HEADER + INFLIGHT_PACKED_DESC * i;
-  }
-  inflight(i: number): number {
-    return this.u8(this.d(i));
-  }
-  setInflight(i: number, v: number): void {
-    this.setU8(this.d(i), v);
-  }
-  next(i: number): number {
-    return this.u16(this.d(i) + 2);
-  }
-  setNext(i: number, v: number): void {
-    this.setU16(this.d(i) + 2, v);
-  }
-  counter(i: number): bigint {
-    return this.u64(this.d(i) + 8);
-  }
-  setCounter(i: number, v: bigint): void {
-    this.setU64(this.d(i) + 8, v);
   }
 }
 
