@@ -108,6 +108,9 @@ export abstract class FrontendBase {
   readonly logs: FrontendLogLine[] = [];
   protected conn: Connection | undefined;
   protected sessionCount = 0;
+  /** Back-ends that connected while one is held: a socket server takes one client at a time. */
+  protected readonly backlog: SocketFd[] = [];
+  private accepting = false;
   protected readonly recorder: TraceRecorder | undefined;
   private readonly maxPayload: number;
   private readonly listeners = new Set<(e: FrontendEvent) => void>();
@@ -119,6 +122,37 @@ export abstract class FrontendBase {
     this.path = opts.path;
     this.recorder = opts.recorder;
     this.maxPayload = opts.maxPayload;
+  }
+
+  /** The process has ended (quit or kill). */
+  protected abstract get closed(): boolean;
+  /** Takes up an accepted back-end connection. */
+  protected abstract acceptConnection(fd: SocketFd): void;
+
+  /** The listener's callback: queue the connection, accept it when no back-end is held. */
+  protected onAccept(fd: SocketFd): void {
+    if (this.closed) {
+      fd.close();
+      return;
+    }
+    this.backlog.push(fd);
+    this.maybeAccept();
+  }
+
+  /** accept() runs only while no back-end is held; `delay` is the profile's accept latency. */
+  protected maybeAccept(delay = 0, label = 'accept'): void {
+    if (this.conn !== undefined || this.accepting || this.backlog.length === 0 || this.closed) return;
+    this.accepting = true;
+    this.ns.scheduler.after(
+      delay,
+      () => {
+        this.accepting = false;
+        if (this.conn !== undefined || this.closed) return;
+        const fd = this.backlog.shift();
+        if (fd !== undefined) this.acceptConnection(fd);
+      },
+      `${this.path} ${label}`,
+    );
   }
 
   get now(): number {

@@ -120,8 +120,6 @@ export class QemuFrontend extends FrontendBase {
   readonly chardev: QemuChardev;
   private phaseValue: QemuPhase = 'created';
   private listener: Listener | undefined;
-  private readonly backlog: SocketFd[] = [];
-  private accepting = false;
   private guestBooted = false;
   /** Connections whose netdev init succeeded (s->watch set): only their close is handled. */
   private readonly watched = new WeakSet<Connection>();
@@ -298,29 +296,17 @@ export class QemuFrontend extends FrontendBase {
     });
   }
 
-  private onAccept(fd: SocketFd): void {
-    if (this.phaseValue === 'closed') {
-      fd.close();
-      return;
-    }
-    this.backlog.push(fd);
-    this.maybeAccept();
+  protected get closed(): boolean {
+    return this.phaseValue === 'closed';
   }
 
   /** The chardev takes one client at a time; others wait unaccepted. */
-  private maybeAccept(): void {
-    if (this.conn !== undefined || this.accepting || this.backlog.length === 0 || this.phaseValue === 'closed') return;
-    this.accepting = true;
-    this.ns.scheduler.after(
-      0,
-      () => {
-        this.accepting = false;
-        if (this.conn !== undefined || this.phaseValue === 'closed') return;
-        const fd = this.backlog.shift();
-        if (fd !== undefined) this.onConnection(fd);
-      },
-      `${this.path} qemu accept`,
-    );
+  protected override maybeAccept(): void {
+    super.maybeAccept(0, 'qemu accept');
+  }
+
+  protected acceptConnection(fd: SocketFd): void {
+    this.onConnection(fd);
   }
 
   /** CHR_EVENT_OPENED: the netdev init on the new connection. */

@@ -66,13 +66,11 @@ export class VirtioUserFrontend extends FrontendBase {
   private phaseValue: VirtioUserPhase = 'created';
   private probed = false;
   private listener: Listener | undefined;
-  private readonly backlog: SocketFd[] = [];
   private readonly env: VirtioUserEnv;
   private readonly acceptLatency: number;
   private readonly disconnectLatency: number;
   private readonly broken: VirtioUserBrokenMechanisms;
   /** A connection is being taken up (between its accept and the start of its sequence). */
-  private accepting = false;
   /** The last failure a sequence logged. */
   private lastSequenceError: FrontendError | undefined;
 
@@ -193,36 +191,17 @@ export class VirtioUserFrontend extends FrontendBase {
     this.emit('error', { error: e });
   }
 
-  private onAccept(fd: SocketFd): void {
-    if (this.phaseValue === 'closed') {
-      fd.close();
-      return;
-    }
-    this.backlog.push(fd);
-    this.maybeAccept();
+  protected get closed(): boolean {
+    return this.phaseValue === 'closed';
   }
 
   /** accept() runs only while no back-end is held (the listen fd is the interrupt source only then). */
-  private maybeAccept(): void {
-    if (this.conn !== undefined || this.accepting || this.backlog.length === 0 || this.phaseValue === 'closed') return;
-    this.accepting = true;
-    this.ns.scheduler.after(
-      this.acceptLatency,
-      () => {
-        this.accepting = false;
-        const fd = this.backlog.shift();
-        if (fd === undefined || this.phaseValue === 'closed') {
-          fd?.close();
-          return;
-        }
-        if (this.conn !== undefined) {
-          this.backlog.unshift(fd);
-          return;
-        }
-        this.takeUp(fd);
-      },
-      `${this.path} virtio-user accept`,
-    );
+  protected override maybeAccept(): void {
+    super.maybeAccept(this.acceptLatency, 'virtio-user accept');
+  }
+
+  protected acceptConnection(fd: SocketFd): void {
+    this.takeUp(fd);
   }
 
   private takeUp(fd: SocketFd): void {
