@@ -50,6 +50,14 @@ describe('Testpmd driver (against a fake prompt)', () => {
     await p.quit();
   });
 
+  it('counts a prompt split by a forwarding core printing whole lines inside it', async () => {
+    const p = fake();
+    expect((await p.command('split', 3_000)).lines[0]).toBe('did split');
+    expect(p.lines.some((l) => l.text === 'tport 0/queue 0: received 1 packets')).toBe(true);
+    expect((await p.command('next')).lines).toEqual(['did next']);
+    await p.quit();
+  });
+
   it('waits for lines already seen and lines to come, and times out with the tail', async () => {
     const p = fake(['--wait-ms=150']);
     await p.waitFor('waiting for client connection', { timeoutMs: 5_000 });

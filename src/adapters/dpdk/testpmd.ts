@@ -136,6 +136,8 @@ export class Testpmd {
   /** Absolute stdout offset of the current partial line, and of the first uncounted char. */
   private stdoutLineStart = 0;
   private promptCountedTo = 0;
+  /** The start of a prompt another thread's output split off (see `countPrompts`). */
+  private promptHead = '';
   private queue: Promise<unknown> = Promise.resolve();
 
   private constructor(opts: TestpmdLaunchOptions) {
@@ -228,7 +230,7 @@ export class Testpmd {
     while ((nl = buf.indexOf('\n')) >= 0) {
       const raw = buf.slice(0, nl).replace(/\r$/, '');
       if (stream === 'stdout') {
-        this.countPrompts(raw);
+        this.countPrompts(raw, true);
         this.stdoutLineStart += nl + 1;
       }
       this.push(stream, raw);
@@ -236,19 +238,37 @@ export class Testpmd {
     }
     this.partial[stream] = buf;
     // The prompt has no newline: count it while it is still a partial line.
-    if (stream === 'stdout') this.countPrompts(buf);
+    if (stream === 'stdout') this.countPrompts(buf, false);
   }
 
-  /** Count `testpmd> ` prompts at the start of the current stdout line, each once. */
-  private countPrompts(line: string): void {
+  private countPromptAt(abs: number, len: number): void {
+    if (abs < this.promptCountedTo) return;
+    this.prompts += 1;
+    this.promptCountedTo = abs + len;
+  }
+
+  /**
+   * Count `testpmd> ` prompts at the start of the current stdout line, each once. A forwarding
+   * lcore printing whole lines (`set verbose 1`) can land inside the prompt the main lcore is
+   * writing: `t` + `port 0/queue 0: received …` lines + `estpmd> `. The head of such a split
+   * prompt is kept until a line starts with the rest of it.
+   */
+  private countPrompts(line: string, complete: boolean): void {
     let off = 0;
+    const rest = this.promptHead === '' ? '' : PROMPT.slice(this.promptHead.length);
+    if (rest !== '' && line.startsWith(rest)) {
+      this.countPromptAt(this.stdoutLineStart, rest.length);
+      off = rest.length;
+      if (complete) this.promptHead = '';
+    }
     while (line.startsWith(PROMPT, off)) {
-      const abs = this.stdoutLineStart + off;
-      if (abs >= this.promptCountedTo) {
-        this.prompts += 1;
-        this.promptCountedTo = abs + PROMPT.length;
-      }
+      this.countPromptAt(this.stdoutLineStart + off, PROMPT.length);
       off += PROMPT.length;
+    }
+    if (complete && off === 0) {
+      let k = Math.min(line.length, PROMPT.length - 1);
+      while (k > 0 && !PROMPT.startsWith(line.slice(0, k))) k--;
+      if (k > 0) this.promptHead = line.slice(0, k);
     }
     if (this.promptWaiters.length) {
       const ready = this.promptWaiters.filter((w) => this.prompts >= w.n);
@@ -350,8 +370,9 @@ export class Testpmd {
       this.write(cmd + '\n');
       await this.waitForPrompt(n + 1, timeoutMs);
       const out = this.lines.slice(from).filter((l) => l.stream === 'stdout').map((l) => stripPrompts(l.text));
-      // testpmd echoes what it reads, on the line that holds the previous prompt.
-      const echo = out.findIndex((l) => l.trim() === cmd.trim());
+      // testpmd echoes what it reads, on the line that holds the previous prompt (or the rest
+      // of a prompt a forwarding lcore's output split: see `countPrompts`).
+      const echo = out.findIndex((l) => l.trim() === cmd.trim() || (l.endsWith(cmd) && PROMPT.endsWith(l.slice(0, l.length - cmd.length))));
       if (echo >= 0) out.splice(echo, 1);
       return { command: cmd, lines: out, from };
     };
